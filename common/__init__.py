@@ -1,0 +1,1 @@
+"""Shared building blocks of fedmq: the wire codec, message types, broker topology and settings."""

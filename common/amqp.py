@@ -1,0 +1,228 @@
+"""The only module that imports pika: connect, declare, publish with confirms, consume, ack.
+
+pika errors never leave this module: a lost connection becomes `BrokerUnavailable` (the service edge
+reconnects), a refusal by the broker (bad credentials, missing permission, conflicting declaration)
+becomes `BrokerRefused` (retrying would not help). pika's BlockingConnection is not thread-safe:
+other threads hand work to the I/O thread with `call_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel
+
+from common.errors import BrokerUnavailable, FedmqError
+from common.topology import Topology
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# access refused, not found, resource locked, precondition failed, not allowed
+REFUSAL_CODES = {403, 404, 405, 406, 530}
+
+
+class BrokerRefused(FedmqError):
+    """The broker refused an operation; `code` is the AMQP reply code (403 = ACCESS_REFUSED)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to a consumer; ack or reject it through the Broker that delivered it."""
+
+    body: bytes
+    tag: int
+    queue: str
+    redelivered: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    delivery_count: int = 0
+
+
+Handler = Callable[[Delivery], None]
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (pex.ChannelClosedByBroker, pex.ConnectionClosedByBroker) as exc:
+        if exc.reply_code in REFUSAL_CODES:
+            raise BrokerRefused(exc.reply_code, exc.reply_text) from None
+        raise BrokerUnavailable(f"broker closed: {exc.reply_code} {exc.reply_text}") from None
+    except (pex.ProbableAccessDeniedError, pex.ProbableAuthenticationError) as exc:
+        raise BrokerRefused(403, str(exc) or type(exc).__name__) from None
+    except (pex.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+
+class Broker:
+    """A blocking connection with one channel in publisher-confirm mode."""
+
+    def __init__(self, url: str, *, heartbeat: int = 30, name: str = "fedmq",
+                 ssl_options: Any | None = None) -> None:
+        params = pika.URLParameters(url)
+        params.heartbeat = heartbeat
+        params.blocked_connection_timeout = 300
+        params.connection_attempts = 1
+        params.socket_timeout = 10
+        params.client_properties = {"connection_name": name}
+        if ssl_options is not None:
+            params.ssl_options = ssl_options
+        with _translated():
+            self._connection = pika.BlockingConnection(params)
+            self._channel: BlockingChannel = self._connection.channel()
+            self._channel.confirm_delivery()
+        self._queues_by_tag: dict[str, str] = {}
+
+    # ------------------------------------------------------------ topology
+
+    def declare(self, topology: Topology) -> None:
+        """Declare every exchange, queue and binding of a job (idempotent)."""
+        with _translated():
+            for exchange in topology.exchanges():
+                self._channel.exchange_declare(exchange.name, exchange.type, durable=True)
+            for queue in topology.queues():
+                self._channel.queue_declare(queue.name, durable=queue.durable,
+                                            arguments=queue.arguments)
+            for exchange_name, queue_name, key in topology.bindings():
+                self._channel.queue_bind(queue_name, exchange_name, routing_key=key)
+
+    def private_queue(self, exchange: str, routing_key: str = "") -> str:
+        """A server-named, exclusive, auto-deleted queue bound to `exchange`."""
+        with _translated():
+            result = self._channel.queue_declare("", exclusive=True, auto_delete=True)
+            name: str = result.method.queue
+            self._channel.queue_bind(name, exchange, routing_key=routing_key)
+        return name
+
+    def queue_depth(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of an existing queue."""
+        with _translated():
+            result = self._channel.queue_declare(queue, passive=True)
+        return result.method.message_count, result.method.consumer_count
+
+    def purge(self, queue: str) -> int:
+        with _translated():
+            result = self._channel.queue_purge(queue)
+        return int(result.method.message_count)
+
+    def delete_queue(self, queue: str) -> None:
+        with _translated():
+            self._channel.queue_delete(queue)
+
+    def delete_exchange(self, exchange: str) -> None:
+        with _translated():
+            self._channel.exchange_delete(exchange)
+
+    # ------------------------------------------------------------ publish
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, *,
+                headers: dict[str, Any] | None = None, reply_to: str | None = None,
+                correlation_id: str | None = None, persistent: bool = True) -> None:
+        """Publish and wait for the broker's confirm; raises BrokerUnavailable if not confirmed."""
+        properties = pika.BasicProperties(
+            content_type="application/msgpack", delivery_mode=2 if persistent else 1,
+            headers=headers, reply_to=reply_to, correlation_id=correlation_id)
+        with _translated():
+            self._channel.basic_publish(exchange, routing_key, body, properties)
+
+    # ------------------------------------------------------------ consume
+
+    def consume(self, queue: str, handler: Handler, *, prefetch: int = 1,
+                auto_ack: bool = False, exclusive: bool = False) -> str:
+        """Start consuming `queue`; `handler` runs on the I/O thread for each delivery."""
+
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            headers = dict(props.headers or {})
+            handler(Delivery(body=body, tag=method.delivery_tag, queue=queue,
+                             redelivered=bool(method.redelivered), headers=headers,
+                             reply_to=props.reply_to, correlation_id=props.correlation_id,
+                             delivery_count=int(headers.get("x-delivery-count", 0) or 0)))
+
+        with _translated():
+            self._channel.basic_qos(prefetch_count=prefetch)
+            tag: str = self._channel.basic_consume(queue, on_message, auto_ack=auto_ack,
+                                                   exclusive=exclusive)
+        self._queues_by_tag[tag] = queue
+        return tag
+
+    def cancel(self, consumer_tag: str) -> None:
+        with _translated():
+            self._channel.basic_cancel(consumer_tag)
+
+    def get(self, queue: str) -> Delivery | None:
+        """Fetch one message without a consumer (tools and tests); it must be acked or rejected."""
+        with _translated():
+            method, props, body = self._channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return None
+        return Delivery(body=body, tag=method.delivery_tag, queue=queue,
+                        redelivered=bool(method.redelivered), headers=dict(props.headers or {}),
+                        reply_to=props.reply_to, correlation_id=props.correlation_id)
+
+    def ack(self, delivery: Delivery) -> None:
+        with _translated():
+            self._channel.basic_ack(delivery.tag)
+
+    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
+        with _translated():
+            self._channel.basic_nack(delivery.tag, requeue=requeue)
+
+    # ------------------------------------------------------------ loop
+
+    def process(self, seconds: float) -> None:
+        """Serve the connection (deliveries, heartbeats, thread-safe callbacks) for `seconds`."""
+        with _translated():
+            self._connection.process_data_events(time_limit=seconds)
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the I/O thread at its next `process` call; safe from any thread."""
+        with _translated():
+            self._connection.add_callback_threadsafe(callback)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.is_open and self._channel.is_open)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._connection.is_open:
+                self._connection.close()
+
+
+def run_with_reconnect(session: Callable[[], T], stop: threading.Event, *,
+                       initial_delay: float = 0.5, max_delay: float = 30.0) -> T | None:
+    """Run `session` until it returns; after BrokerUnavailable, wait and run it again.
+
+    The wait is capped exponential backoff with full jitter; it restarts from `initial_delay`
+    once a session has stayed up longer than `max_delay` (tenacity cannot reset a backoff, which
+    a service that runs for days needs). Returns None if `stop` is set while waiting.
+    """
+    attempt = 0
+    while True:
+        started = time.monotonic()
+        try:
+            return session()
+        except BrokerUnavailable as exc:
+            if stop.is_set():
+                return None
+            attempt = 0 if time.monotonic() - started > max_delay else attempt + 1
+            delay = random.uniform(0, min(max_delay, initial_delay * 2 ** attempt))
+            log.warning("broker unavailable (%s); reconnecting in %.1fs", exc, delay)
+            if stop.wait(delay):
+                return None

@@ -1,0 +1,111 @@
+"""The `fedmq` command line. Every option comes from a settings class (common/settings.py), so each
+flag has a FEDMQ_* environment variable twin and the help text of the field that defines it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
+
+S = TypeVar("S", bound=BaseSettings)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _click_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _click_type(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)])
+    if annotation is Path:
+        return click.Path(path_type=Path)
+    return {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(annotation, click.STRING)
+
+
+def settings_options(cls: type[BaseSettings]) -> Callable[[F], F]:
+    """Add one --flag per settings field (default None: unset flags defer to env and defaults)."""
+
+    def decorate(command: F) -> F:
+        for name, info in reversed(list(cls.model_fields.items())):
+            default = info.default if info.default is not None else "unset"
+            help_text = (f"{info.description} [env FEDMQ_{name.upper()}; default {default}]")
+            command = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                                   type=_click_type(info.annotation), help=help_text)(command)
+        return command
+
+    return decorate
+
+
+def load_settings(cls: type[S], flags: dict[str, Any]) -> S:
+    """Settings from the given flags over FEDMQ_* env vars over defaults; bad values exit 2."""
+    try:
+        return cls(**{key: value for key, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(problems) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="fedmq")
+def main() -> None:
+    """fedmq: asynchronous federated learning over RabbitMQ.
+
+    Workers keep their data and send only weight updates; the coordinator folds each update into
+    the global model with a staleness-aware weight and broadcasts every new version.
+    """
+
+
+@main.command()
+@settings_options(CoordinatorSettings)
+def coordinator(**flags: Any) -> None:
+    """Run the coordinator of one job until it reaches --max-updates or --target-accuracy."""
+    settings = load_settings(CoordinatorSettings, flags)
+    setup_logging(settings.log_level)
+    from coordinator.service import CoordinatorService
+
+    summary = CoordinatorService(settings).run()
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+@main.command()
+@settings_options(WorkerSettings)
+def worker(**flags: Any) -> None:
+    """Run a worker: train on the local shard whenever a task arrives, until SIGTERM."""
+    settings = load_settings(WorkerSettings, flags)
+    setup_logging(settings.log_level)
+    from worker.service import WorkerService
+
+    WorkerService(settings).run()
+
+
+@main.command()
+@settings_options(RunSettings)
+def run(**flags: Any) -> None:
+    """Run a whole job locally: one coordinator and --workers worker processes on the broker."""
+    settings = load_settings(RunSettings, flags)
+    setup_logging(settings.log_level)
+    from common.launcher import run_local
+
+    summary = run_local(settings)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

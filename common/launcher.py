@@ -1,0 +1,83 @@
+"""`fedmq run`: one coordinator and N workers as local processes, configured through FEDMQ_* env
+vars exactly as docker-compose.yml configures the containers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings
+
+from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
+
+log = logging.getLogger("fedmq.run")
+WORKER_STOP_SECONDS = 30
+
+
+def to_env(settings: BaseSettings, cls: type[BaseSettings]) -> dict[str, str]:
+    """FEDMQ_* variables for the fields of `cls` that `settings` has values for."""
+    env = {}
+    for name in cls.model_fields:
+        value = getattr(settings, name, None)
+        if value is not None:
+            env[f"FEDMQ_{name.upper()}"] = str(value)
+    return env
+
+
+def _spawn(role: str, env: dict[str, str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    """Start `fedmq <role>`; its log goes to `log_path`, or to our stderr when None."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FEDMQ_")} | env
+    if log_path is None:
+        return subprocess.Popen([sys.executable, "-m", "common.cli", role], env=full_env,
+                                stdout=subprocess.DEVNULL)
+    with log_path.open("wb") as output:
+        return subprocess.Popen([sys.executable, "-m", "common.cli", role], env=full_env,
+                                stdout=output, stderr=subprocess.STDOUT)
+
+
+def worker_envs(settings: RunSettings) -> list[dict[str, str]]:
+    """One env per worker: shard i of --workers; the last --slow-workers are stragglers."""
+    envs = []
+    for index in range(settings.workers):
+        slow = index >= settings.workers - settings.slow_workers
+        worker = WorkerSettings(**{**settings.model_dump(include=set(WorkerSettings.model_fields)),
+                                   "num_shards": settings.workers, "shard_index": index,
+                                   "worker_id": f"worker-{index}",
+                                   "slowdown": settings.slowdown if slow else 1.0})
+        envs.append(to_env(worker, WorkerSettings))
+    return envs
+
+
+def run_local(settings: RunSettings) -> dict[str, Any]:
+    """Start everything, wait for the coordinator, stop the workers, return the summary."""
+    overrides: dict[str, Any] = {"num_shards": settings.workers}
+    if "concurrency" not in settings.model_fields_set:
+        overrides["concurrency"] = settings.workers
+    settings = settings.model_copy(update=overrides)
+    logs = settings.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = [_spawn("worker", env, logs / f"worker-{i}.log")
+               for i, env in enumerate(worker_envs(settings))]
+    log.info("started %d workers (logs in %s)", len(workers), logs)
+    coordinator = _spawn("coordinator", to_env(settings, CoordinatorSettings), None)
+    try:
+        code = coordinator.wait()
+    finally:
+        if coordinator.poll() is None:
+            coordinator.terminate()
+            coordinator.wait()
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            try:
+                process.wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    if code != 0:
+        raise SystemExit(f"coordinator exited with status {code}; see its log above")
+    return dict(json.loads((settings.out / "summary.json").read_text()))

@@ -1,0 +1,98 @@
+"""Frozen, typed message classes: everything that travels through the broker is one of these.
+
+Fields named in a class's `PAYLOAD` travel in the envelope's payload bytes (the part that may be
+sealed); all others are header fields, readable for routing and monitoring.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+Weights = tuple[np.ndarray, ...]
+
+
+def new_id() -> str:
+    """A fresh unique id for tasks and updates."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Ask a worker to train locally, starting from the freshest global model it holds."""
+
+    KIND: ClassVar[str] = "train_task"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    task_id: str
+    job: str
+    min_version: int
+    local_epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 0.5
+    issued_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class WeightUpdate:
+    """A worker's result: the trained weights (or their delta) and how they were obtained."""
+
+    KIND: ClassVar[str] = "weight_update"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights",)
+
+    update_id: str
+    worker_id: str
+    task_id: str
+    base_version: int
+    num_examples: int
+    train_seconds: float
+    weights: Weights
+    is_delta: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """One version of the global model, as broadcast on the model exchange."""
+
+    KIND: ClassVar[str] = "global_model"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights",)
+
+    version: int
+    fingerprint: str
+    weights: Weights
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A late worker asking the coordinator for the current global model (reply via reply_to)."""
+
+    KIND: ClassVar[str] = "model_request"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    worker_id: str
+    have_version: int = -1
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress, metrics and rejections published on the events exchange."""
+
+    KIND: ClassVar[str] = "event"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    name: str
+    job: str
+    fields: dict[str, int | float | str | None] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+
+Message = TrainTask | WeightUpdate | GlobalModel | ModelRequest | Event
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.KIND: cls for cls in (TrainTask, WeightUpdate, GlobalModel, ModelRequest, Event)
+}

@@ -1,0 +1,80 @@
+"""Model specs: named Keras model builders, import-path models, and architecture fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from common.errors import ConfigError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_MODEL = {"digits": "digits_mlp", "breast_cancer": "breast_cancer_mlp"}
+
+
+def _mlp(inputs: int, hidden: int, classes: int) -> Any:
+    import keras
+
+    return keras.Sequential([
+        keras.Input((inputs,), name="features"),
+        keras.layers.Dense(hidden, activation="relu", name="hidden"),
+        keras.layers.Dense(classes, activation="softmax", name="output"),
+    ])
+
+
+SPECS: dict[str, Callable[[], Any]] = {
+    "digits_mlp": lambda: _mlp(64, 64, 10),
+    "breast_cancer_mlp": lambda: _mlp(30, 16, 2),
+}
+
+
+def resolve_name(model: str, dataset: str) -> str:
+    """The model spec to use: the one given, else the dataset's default."""
+    if model:
+        return model
+    if dataset not in DEFAULT_MODEL:
+        raise ConfigError(f"dataset {dataset!r} has no default model; give --model")
+    return DEFAULT_MODEL[dataset]
+
+
+def build(name: str, seed: int) -> Any:
+    """A fresh, uncompiled Keras model; the same name and seed give the same initial weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if name in SPECS:
+        return SPECS[name]()
+    if ":" in name:
+        module_name, _, function_name = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import model {name!r}: {exc}") from None
+        return factory()
+    raise ConfigError(f"unknown model {name!r}; built-in: {sorted(SPECS)} or 'pkg.mod:function'")
+
+
+def compile_for_training(model: Any, learning_rate: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def fingerprint(weights: Sequence[np.ndarray]) -> str:
+    """A short hash of the weights' shapes and dtypes: updates must match it to be applied."""
+    text = ";".join(f"{np.dtype(w.dtype).str}{list(w.shape)}" for w in weights)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Limit TensorFlow's thread pools (call before the first model is built)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)

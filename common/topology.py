@@ -1,0 +1,92 @@
+"""Queue and exchange names and their declarations: what users see in the management UI.
+
+Names are a contract (shared/DESIGN.md): `fedmq.tasks`, `fedmq.updates`, `fedmq.model`,
+`fedmq.events`, `fedmq.dead`; with a job id they become `fedmq.<job>.tasks` and so on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_DELIVERY_LIMIT = 5      # a task that kills its worker this often goes to fedmq.dead
+UPDATE_DELIVERY_LIMIT = 10   # an update that crashes the coordinator this often goes to fedmq.dead
+MODEL_REQUEST_TTL_MS = 60_000
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every name of one job; `declarations()` lists what a service declares at start."""
+
+    job: str = ""
+
+    def _name(self, part: str) -> str:
+        return f"fedmq.{self.job}.{part}" if self.job else f"fedmq.{part}"
+
+    @property
+    def tasks(self) -> str:
+        return self._name("tasks")
+
+    @property
+    def updates(self) -> str:
+        return self._name("updates")
+
+    @property
+    def model(self) -> str:
+        """Fanout exchange: every new global version reaches every subscriber."""
+        return self._name("model")
+
+    @property
+    def events(self) -> str:
+        """Topic exchange: progress, metrics and rejections (routing key = event name)."""
+        return self._name("events")
+
+    @property
+    def dead(self) -> str:
+        return self._name("dead")
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return self._name("dlx")
+
+    @property
+    def model_requests(self) -> str:
+        """Late workers ask here for the current model; the reply goes to their reply_to."""
+        return self._name("model.requests")
+
+    def exchanges(self) -> list[ExchangeSpec]:
+        return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
+                ExchangeSpec(self.dead_letter_exchange, "fanout")]
+
+    def queues(self) -> list[QueueSpec]:
+        dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
+        return [
+            QueueSpec(self.tasks, {"x-queue-type": "quorum", **dead_letter,
+                                   "x-delivery-limit": TASK_DELIVERY_LIMIT}),
+            QueueSpec(self.updates, {"x-queue-type": "quorum", **dead_letter,
+                                     "x-delivery-limit": UPDATE_DELIVERY_LIMIT,
+                                     "x-single-active-consumer": True}),
+            QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS,
+                                            "x-single-active-consumer": True}),
+            QueueSpec(self.dead),
+        ]
+
+    def bindings(self) -> list[tuple[str, str, str]]:
+        """(exchange, queue, routing key) triples."""
+        return [(self.dead_letter_exchange, self.dead, "")]
+
+    def all_queue_names(self) -> list[str]:
+        return [q.name for q in self.queues()]

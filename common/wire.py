@@ -1,0 +1,200 @@
+"""The one codec: msgpack envelopes with a schema number, a kind, header fields and payload bytes.
+
+Never pickle: a pickled body can run arbitrary code on the coordinator, and updates come from other
+organisations. Arrays travel as {dtype, shape, data} with an allowlist of plain numeric dtypes and
+are decoded with `np.frombuffer` (zero copy, read-only). Every failure raises `DecodeError` with a
+reason that can be logged and attached to the dead-lettered message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+import numpy as np
+
+from common.errors import DecodeError
+from common.messages import MESSAGE_TYPES, Message
+
+SCHEMA = 1
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+MAX_NDIM = 8
+ALLOWED_DTYPES = frozenset(
+    np.dtype(name).newbyteorder("<").str
+    for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                 "uint8", "uint16", "uint32", "uint64")
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Header fields in the clear, payload as opaque bytes (which a sealing layer may encrypt)."""
+
+    kind: str
+    header: dict[str, Any]
+    payload: bytes
+    schema: int = SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- arrays
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """An array as a msgpack-friendly map; refuses dtypes outside the allowlist."""
+    array = np.asarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    if little.dtype.str not in ALLOWED_DTYPES:
+        raise DecodeError(f"dtype {array.dtype} is not allowed on the wire")
+    return {"dtype": little.dtype.str, "shape": list(little.shape),
+            "data": np.ascontiguousarray(little).tobytes()}
+
+
+def decode_array(obj: Any) -> np.ndarray:
+    """The inverse of `encode_array`, checking dtype, shape and byte count before any use."""
+    if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
+        raise DecodeError("array must be a map with exactly dtype, shape and data")
+    dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+        raise DecodeError(f"dtype {dtype!r} is not allowed")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise DecodeError(f"bad array shape {shape!r}")
+    if not isinstance(data, bytes):
+        raise DecodeError("array data must be bytes")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    if len(data) != expected:
+        raise DecodeError(f"array data has {len(data)} bytes, shape {shape} needs {expected}")
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+# ---------------------------------------------------------------- envelopes
+
+def pack_envelope(envelope: Envelope) -> bytes:
+    body = {"schema": envelope.schema, "kind": envelope.kind, "header": envelope.header,
+            "payload": envelope.payload, **envelope.extra}
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _unpack(data: bytes, max_bytes: int, what: str) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"{what} must be bytes")
+    if len(data) > max_bytes:
+        raise DecodeError(f"{what} of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                               ext_hook=_refuse_ext)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise DecodeError(f"{what} is not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def _refuse_ext(code: int, data: bytes) -> None:
+    raise DecodeError(f"msgpack extension type {code} is not allowed")
+
+
+def unpack_envelope(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+    """Parse the outer envelope; the payload stays opaque bytes."""
+    obj = _unpack(body, max_bytes, "message body")
+    if not isinstance(obj, dict):
+        raise DecodeError("message body must be a map")
+    schema, kind = obj.pop("schema", None), obj.pop("kind", None)
+    if schema != SCHEMA:
+        raise DecodeError(f"unknown schema {schema!r} (this build speaks schema {SCHEMA})")
+    if kind not in MESSAGE_TYPES:
+        raise DecodeError(f"unknown message kind {kind!r}")
+    header, payload = obj.pop("header", None), obj.pop("payload", None)
+    if not isinstance(header, dict) or not isinstance(payload, bytes):
+        raise DecodeError("envelope needs a header map and payload bytes")
+    return Envelope(kind=kind, header=header, payload=payload, schema=schema, extra=obj)
+
+
+# ---------------------------------------------------------------- messages
+
+def to_envelope(message: Message) -> Envelope:
+    """Split a message into clear header fields and packed payload bytes."""
+    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    payload = {name: _to_wire(values.pop(name)) for name in message.PAYLOAD}
+    header = {name: _to_wire(value) for name, value in values.items()}
+    return Envelope(kind=message.KIND, header=header,
+                    payload=msgpack.packb(payload, use_bin_type=True))
+
+
+def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+    """Rebuild and type-check the message an envelope carries."""
+    cls = MESSAGE_TYPES[envelope.kind]
+    payload = _unpack(envelope.payload, max_bytes, "payload") if cls.PAYLOAD else {}
+    if not isinstance(payload, dict) or set(payload) != set(cls.PAYLOAD):
+        raise DecodeError(f"{envelope.kind} payload must hold exactly {list(cls.PAYLOAD)}")
+    values = {**envelope.header, **payload}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    unknown, missing = set(values) - names, required - set(values)
+    if unknown or missing:
+        raise DecodeError(f"{envelope.kind}: unknown fields {sorted(unknown)}, "
+                          f"missing fields {sorted(missing)}")
+    checked = {name: _from_wire(value, hints[name], f"{envelope.kind}.{name}")
+               for name, value in values.items()}
+    return typing.cast(Message, cls(**checked))
+
+
+def encode(message: Message) -> bytes:
+    """Message to bytes for the broker."""
+    return pack_envelope(to_envelope(message))
+
+
+def decode(body: bytes, expect: type[T] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """Bytes from the broker to a message, optionally insisting on one message class."""
+    message = from_envelope(unpack_envelope(body, max_bytes), max_bytes)
+    if expect is not None and not isinstance(message, expect):
+        raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
+    return typing.cast(T, message)
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [encode_array(v) for v in value]
+    return value
+
+
+def _from_wire(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a field's type hint; returns the typed value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _from_wire(value, option, where)
+            except DecodeError:
+                continue
+        raise DecodeError(f"{where}: {type(value).__name__} is not {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool or hint is str:
+        if type(value) is hint:
+            return value
+    elif hint is int:
+        if type(value) is int:
+            return value
+    elif hint is float:
+        if type(value) in (int, float):
+            return float(value)
+    elif origin is tuple:  # Weights
+        if isinstance(value, list):
+            return tuple(decode_array(item) for item in value)
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {_from_wire(k, args[0], where): _from_wire(v, args[1], where)
+                    for k, v in value.items()}
+    else:
+        raise DecodeError(f"{where}: unsupported field type {hint}")
+    raise DecodeError(f"{where}: {type(value).__name__} is not {getattr(hint, '__name__', hint)}")

@@ -1,0 +1,1 @@
+"""The coordinator: owns the global model, applies updates asynchronously, broadcasts versions."""

@@ -1,0 +1,95 @@
+"""The coordinator's state and decisions, with no broker in sight: issue tasks, judge updates.
+
+The service (service.py) feeds it decoded messages and carries out what it returns, which keeps
+every rule here testable without RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from common.errors import RejectedUpdate
+from common.messages import TrainTask, WeightUpdate, new_id
+from common.settings import TrainingSettings
+from coordinator.strategies import Arrays, Contribution, Strategy
+from coordinator.validation import check_update
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one update; `version` is the global version after it."""
+
+    kind: Literal["applied", "buffered", "duplicate", "rejected"]
+    version: int
+    staleness: int | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class CoordinatorCore:
+    """Global model, version counter, task bookkeeping and counters of one job."""
+
+    weights: Arrays
+    strategy: Strategy
+    max_staleness: int
+    training: TrainingSettings
+    job: str = ""
+    version: int = 0
+    accepted_ids: set[str] = field(default_factory=set)
+    issued: set[str] = field(default_factory=set)
+    in_flight: dict[str, float] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    applied: int = 0
+    workers: set[str] = field(default_factory=set)
+    staleness_seen: list[int] = field(default_factory=list)
+
+    def issue_task(self) -> TrainTask:
+        """A new task, recorded as issued and in flight."""
+        task = TrainTask(task_id=new_id(), job=self.job, min_version=self.version,
+                         local_epochs=self.training.local_epochs,
+                         batch_size=self.training.batch_size,
+                         learning_rate=self.training.learning_rate)
+        self.issued.add(task.task_id)
+        self.in_flight[task.task_id] = time.time()
+        return task
+
+    def reject_undecodable(self, reason: str) -> Outcome:
+        self.rejected["decode_error"] += 1
+        return Outcome("rejected", self.version, code="decode_error", reason=reason)
+
+    def handle(self, update: WeightUpdate) -> Outcome:
+        """Validate an update and fold it in; never raises for bad input."""
+        if update.update_id in self.accepted_ids:
+            self.duplicates += 1
+            return Outcome("duplicate", self.version)
+        try:
+            staleness = check_update(update, version=self.version,
+                                     max_staleness=self.max_staleness,
+                                     issued_tasks=self.issued, template=self.weights)
+        except RejectedUpdate as exc:
+            self.rejected[exc.code] += 1
+            self.in_flight.pop(update.task_id, None)
+            return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
+        self.in_flight.pop(update.task_id, None)
+        self.accepted_ids.add(update.update_id)
+        self.workers.add(update.worker_id)
+        self.staleness_seen.append(staleness)
+        new_weights = self.strategy.submit(self.weights, Contribution(
+            update.weights, update.is_delta, staleness, update.num_examples))
+        if new_weights is None:
+            return Outcome("buffered", self.version, staleness=staleness)
+        self.weights = [np.asarray(w) for w in new_weights]
+        self.version += 1
+        self.applied += 1
+        return Outcome("applied", self.version, staleness=staleness)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())

@@ -1,0 +1,39 @@
+"""Evaluation of global weights on the coordinator's held-out split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common import models
+
+
+@dataclass(frozen=True)
+class Score:
+    accuracy: float
+    loss: float
+
+
+class Evaluator:
+    """Holds one Keras model instance; `score` loads weights into it and measures them."""
+
+    def __init__(self, model: Any, x_test: np.ndarray, y_test: np.ndarray) -> None:
+        self.model = model
+        self.x_test = x_test
+        self.y_test = y_test
+
+    def score(self, weights: list[np.ndarray]) -> Score:
+        self.model.set_weights(weights)
+        probabilities = np.asarray(self.model(self.x_test, training=False), dtype=np.float64)
+        picked = probabilities[np.arange(len(self.y_test)), self.y_test]
+        loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+        accuracy = float(np.mean(np.argmax(probabilities, axis=1) == self.y_test))
+        return Score(accuracy=accuracy, loss=loss)
+
+    def save(self, weights: list[np.ndarray], path: str) -> None:
+        """Write the weights as a complete `.keras` model file."""
+        self.model.set_weights(weights)
+        models.compile_for_training(self.model, learning_rate=0.1)
+        self.model.save(path)

@@ -1,0 +1,84 @@
+"""The results directory: history.csv (one row per version), summary.json, accuracy_vs_time.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id"]
+
+
+@dataclass
+class History:
+    """Rows of history.csv; accuracy and loss are filled on versions that were evaluated."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, version: int, wall_seconds: float, staleness: int | None,
+            worker_id: str = "") -> None:
+        self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
+                          "accuracy": "", "loss": "", "staleness": staleness,
+                          "worker_id": worker_id})
+
+    def score(self, version: int, wall_seconds: float, accuracy: float, loss: float) -> None:
+        """Attach an evaluation to its version's row (adding one for version 0 or a re-score)."""
+        row = next((r for r in reversed(self.rows) if r["version"] == version), None)
+        if row is None:
+            self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
+                              "accuracy": "", "loss": "", "staleness": "", "worker_id": ""})
+            row = self.rows[-1]
+        row["accuracy"], row["loss"] = round(accuracy, 6), round(loss, 6)
+
+    def curve(self) -> list[tuple[float, float]]:
+        """(wall seconds, accuracy) of every evaluated version."""
+        return [(float(r["wall_seconds"]), float(r["accuracy"]))
+                for r in self.rows if r["accuracy"] != ""]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_history(out: Path, history: History) -> None:
+    tmp = out / "history.csv.tmp"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(history.rows)
+    os.replace(tmp, out / "history.csv")
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]],
+                target: float | None = None, title: str = "fedmq") -> None:
+    """accuracy_vs_time.png: one line per named curve of (seconds, accuracy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, label=name, marker=".", markersize=3)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel("wall-clock seconds")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

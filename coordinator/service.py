@@ -1,0 +1,227 @@
+"""The coordinator's broker loop: consume updates, apply them, broadcast versions, evaluate, finish.
+
+Everything runs on the pika I/O thread (evaluation of a small model takes milliseconds); decisions
+are made by `CoordinatorCore`, this module only moves messages and writes results.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import data, models, wire
+from common.amqp import Broker, Delivery, run_with_reconnect
+from common.errors import DecodeError
+from common.messages import Event, GlobalModel, ModelRequest, WeightUpdate
+from common.settings import CoordinatorSettings, TrainingSettings
+from common.topology import Topology
+from coordinator.core import CoordinatorCore, Outcome
+from coordinator.evaluation import Evaluator, Score
+from coordinator.results import History, plot_curves, write_history, write_summary
+from coordinator.strategies import FedAsync, Strategy, make_staleness
+
+log = logging.getLogger("fedmq.coordinator")
+UPDATE_PREFETCH = 16
+
+
+def make_strategy(settings: CoordinatorSettings) -> Strategy:
+    staleness = make_staleness(settings.staleness, settings.staleness_a, settings.staleness_b)
+    return FedAsync(alpha=settings.alpha, staleness_fn=staleness)
+
+
+class CoordinatorService:
+    """One job's coordinator; `run()` blocks until the job ends and returns its summary."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.topology = Topology(settings.job)
+        self.model_name = models.resolve_name(settings.model, settings.dataset)
+        split = data.builtin_split(settings.dataset, settings.test_fraction, settings.seed)
+        model = models.build(self.model_name, settings.seed)
+        self.evaluator = Evaluator(model, split.x_test, split.y_test)
+        weights = [np.array(w) for w in model.get_weights()]
+        self.fingerprint = models.fingerprint(weights)
+        training = TrainingSettings(local_epochs=settings.local_epochs,
+                                    batch_size=settings.batch_size,
+                                    learning_rate=settings.learning_rate)
+        self.core = CoordinatorCore(weights=weights, strategy=make_strategy(settings),
+                                    max_staleness=settings.max_staleness, training=training,
+                                    job=settings.job)
+        self.history = History()
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.last_score: Score | None = None
+        self.time_to_target: float | None = None
+        self.bytes_received = 0
+        self.purged_at_start = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> dict[str, Any]:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        self._evaluate()
+        run_with_reconnect(self._session, self.stop)
+        return self._write_results()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _session(self) -> None:
+        broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
+                        name="fedmq-coordinator")
+        try:
+            broker.declare(self.topology)
+            if not self.purged_at_start:
+                self._purge_leftovers(broker)
+            self._broadcast(broker)
+            broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
+                           prefetch=UPDATE_PREFETCH)
+            broker.consume(self.topology.model_requests,
+                           lambda d: self._on_model_request(broker, d), prefetch=8)
+            self._top_up(broker)
+            while not self._done() and not self.stop.is_set():
+                broker.process(0.25)
+            if not self.stop.is_set():
+                self._drain(broker)
+        finally:
+            broker.close()
+
+    def _purge_leftovers(self, broker: Broker) -> None:
+        """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
+        for queue in (self.topology.tasks, self.topology.updates):
+            dropped = broker.purge(queue)
+            if dropped:
+                log.warning("purged %d leftover messages from %s", dropped, queue)
+        self.purged_at_start = True
+
+    def _done(self) -> bool:
+        target = self.settings.target_accuracy
+        reached = target is not None and self.last_score is not None and \
+            self.last_score.accuracy >= target
+        return reached or self.core.applied >= self.settings.max_updates
+
+    def _drain(self, broker: Broker) -> None:
+        """Stop issuing; wait (bounded) for updates of tasks that workers already started."""
+        purged = broker.purge(self.topology.tasks)
+        expected = max(0, len(self.core.in_flight) - purged)
+        deadline = time.monotonic() + self.settings.drain_seconds
+        received_before = self._received()
+        while self._received() - received_before < expected and time.monotonic() < deadline:
+            broker.process(0.25)
+        self.core.in_flight.clear()
+
+    def _received(self) -> int:
+        return self.core.applied + self.core.rejected_total + self.core.duplicates
+
+    # ------------------------------------------------------------ messages
+
+    def _on_update(self, broker: Broker, delivery: Delivery) -> None:
+        self.bytes_received += len(delivery.body)
+        try:
+            update = wire.decode(delivery.body, WeightUpdate, self.settings.max_message_bytes)
+        except DecodeError as exc:
+            outcome = self.core.reject_undecodable(exc.reason)
+            self._handle_outcome(broker, delivery, None, outcome)
+        else:
+            self._handle_outcome(broker, delivery, update, self.core.handle(update))
+        broker.ack(delivery)
+        self._top_up(broker)
+
+    def _handle_outcome(self, broker: Broker, delivery: Delivery, update: WeightUpdate | None,
+                        outcome: Outcome) -> None:
+        if outcome.kind == "rejected":
+            log.warning("rejected update (%s)", outcome.reason)
+            broker.publish(self.topology.dead_letter_exchange, "", delivery.body,
+                           headers={"x-fedmq-reason": outcome.reason,
+                                    "x-fedmq-code": outcome.code,
+                                    "x-fedmq-queue": delivery.queue})
+            self._event(broker, "rejected", code=outcome.code, reason=outcome.reason)
+        elif outcome.kind == "duplicate":
+            log.info("ignored duplicate update %s", update.update_id if update else "?")
+        elif outcome.kind == "applied" and update is not None:
+            self.history.add(outcome.version, self.elapsed(), outcome.staleness,
+                             update.worker_id)
+            self._broadcast(broker)
+            if outcome.version % self.settings.eval_every == 0:
+                self._evaluate()
+            self._event(broker, "version", version=outcome.version,
+                        staleness=outcome.staleness, worker=update.worker_id)
+
+    def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
+        try:
+            request = wire.decode(delivery.body, ModelRequest, self.settings.max_message_bytes)
+        except DecodeError as exc:
+            log.warning("bad model request: %s", exc.reason)
+        else:
+            if delivery.reply_to:
+                log.info("sending version %d to %s", self.core.version, request.worker_id)
+                broker.publish("", delivery.reply_to, self._model_body(),
+                               correlation_id=delivery.correlation_id, persistent=False)
+        broker.ack(delivery)
+
+    def _model_body(self) -> bytes:
+        return wire.encode(GlobalModel(version=self.core.version, fingerprint=self.fingerprint,
+                                       weights=tuple(self.core.weights)))
+
+    def _broadcast(self, broker: Broker) -> None:
+        broker.publish(self.topology.model, "", self._model_body(), persistent=False)
+
+    def _top_up(self, broker: Broker) -> None:
+        """Keep `concurrency` tasks in flight, never more than the updates still wanted."""
+        if self._done():
+            return
+        wanted = self.settings.max_updates - self.core.applied
+        while len(self.core.in_flight) < min(self.settings.concurrency, wanted):
+            task = self.core.issue_task()
+            broker.publish("", self.topology.tasks, wire.encode(task))
+
+    def _event(self, broker: Broker, name: str, **fields: Any) -> None:
+        event = Event(name=name, job=self.settings.job, fields=fields)
+        broker.publish(self.topology.events, name, wire.encode(event), persistent=False)
+
+    # ------------------------------------------------------------ evaluation and results
+
+    def _evaluate(self) -> Score:
+        score = self.evaluator.score(self.core.weights)
+        self.last_score = score
+        self.history.score(self.core.version, self.elapsed(), score.accuracy, score.loss)
+        target = self.settings.target_accuracy
+        if target is not None and self.time_to_target is None and score.accuracy >= target:
+            self.time_to_target = self.elapsed()
+        log.info("version %d  accuracy %.4f  loss %.4f  applied %d  rejected %d  %.1fs",
+                 self.core.version, score.accuracy, score.loss, self.core.applied,
+                 self.core.rejected_total, self.elapsed())
+        return score
+
+    def _write_results(self) -> dict[str, Any]:
+        out: Path = self.settings.out
+        score = self._evaluate()
+        self.evaluator.save(self.core.weights, str(out / "final_model.keras"))
+        write_history(out, self.history)
+        plot_curves(out / "accuracy_vs_time.png", {self.settings.strategy: self.history.curve()},
+                    self.settings.target_accuracy, title=f"fedmq {self.settings.dataset}")
+        staleness = self.core.staleness_seen
+        summary = {
+            "final_accuracy": score.accuracy, "final_loss": score.loss,
+            "updates_applied": self.core.applied, "updates_rejected": self.core.rejected_total,
+            "rejected_by_reason": dict(self.core.rejected), "duplicates": self.core.duplicates,
+            "versions": self.core.version, "wall_seconds": round(self.elapsed(), 3),
+            "time_to_target_s": self.time_to_target, "strategy": self.settings.strategy,
+            "workers": len(self.core.workers), "worker_ids": sorted(self.core.workers),
+            "bytes_received": self.bytes_received, "dataset": self.settings.dataset,
+            "model": self.model_name, "mean_staleness": float(np.mean(staleness)) if staleness
+            else 0.0, "max_staleness_seen": max(staleness, default=0),
+            "stopped_early": self.stop.is_set(),
+        }
+        write_summary(out, summary)
+        log.info("finished: %s", {k: summary[k] for k in ("final_accuracy", "updates_applied",
+                                                           "updates_rejected", "wall_seconds")})
+        return summary

@@ -1,0 +1,44 @@
+"""Checks an update must pass before any strategy sees it; each failure names its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from common.errors import RejectedUpdate
+from common.messages import WeightUpdate
+
+
+def check_arrays(weights: Sequence[np.ndarray], template: Sequence[np.ndarray]) -> None:
+    """Same number of layers, shapes and dtypes as the global model, and only finite values."""
+    if len(weights) != len(template):
+        raise RejectedUpdate("shape_mismatch", f"{len(weights)} arrays, model has {len(template)}")
+    for i, (w, t) in enumerate(zip(weights, template, strict=True)):
+        if w.shape != t.shape:
+            raise RejectedUpdate("shape_mismatch", f"array {i} is {w.shape}, model has {t.shape}")
+        if w.dtype != t.dtype:
+            raise RejectedUpdate("dtype_mismatch", f"array {i} is {w.dtype}, model has {t.dtype}")
+        if not np.isfinite(w).all():
+            raise RejectedUpdate("non_finite", f"NaN or Inf values in array {i}")
+
+
+def check_update(update: WeightUpdate, *, version: int, max_staleness: int,
+                 issued_tasks: set[str] | dict[str, float],
+                 template: Sequence[np.ndarray]) -> int:
+    """Raise RejectedUpdate with the reason, or return the update's staleness."""
+    if update.task_id not in issued_tasks:
+        raise RejectedUpdate("unknown_task", f"{update.task_id!r} was never issued")
+    if update.base_version > version:
+        raise RejectedUpdate("future_version", f"base version {update.base_version} > {version}")
+    if update.base_version < 0:
+        raise RejectedUpdate("bad_version", f"negative base version {update.base_version}")
+    staleness = version - update.base_version
+    if staleness > max_staleness:
+        raise RejectedUpdate("stale", f"staleness {staleness} exceeds max_staleness "
+                             f"{max_staleness}")
+    if update.num_examples <= 0:
+        raise RejectedUpdate("bad_num_examples",
+                             f"num_examples must be positive, got {update.num_examples}")
+    check_arrays(update.weights, template)
+    return staleness

@@ -1,0 +1,161 @@
+"""The worker's broker loop: hold the freshest global model, train on tasks, publish updates.
+
+Training runs in its own thread so the pika I/O thread keeps serving heartbeats; the finished
+update is handed back with `call_threadsafe`, published with a confirm, and only then is the task
+acked (a worker that dies mid-task leaves the task to be redelivered to another worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from common import data, models, wire
+from common.amqp import Broker, Delivery, run_with_reconnect
+from common.errors import BrokerUnavailable, DecodeError
+from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
+from common.settings import WorkerSettings
+from common.topology import Topology
+from worker.trainer import Trainer
+
+log = logging.getLogger("fedmq.worker")
+REPLY_TO = "amq.rabbitmq.reply-to"
+MODEL_REQUEST_RETRY_SECONDS = 5.0
+
+
+class WorkerService:
+    """One worker process; `run()` blocks until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.topology = Topology(settings.job)
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        models.configure_tensorflow(settings.tf_threads)
+        x, y = data.builtin_shard(settings.dataset, settings.test_fraction, settings.seed,
+                                  settings.partition, settings.dirichlet_alpha,
+                                  settings.num_shards, settings.shard_index)
+        model = models.build(models.resolve_name(settings.model, settings.dataset), settings.seed)
+        self.fingerprint = models.fingerprint(model.get_weights())
+        self.trainer = Trainer(model, x, y, settings.slowdown, settings.train_delay_seconds)
+        self.latest: GlobalModel | None = None
+        self.training: threading.Thread | None = None
+        self.stop = threading.Event()
+        self.tasks_done = 0
+        log.info("worker %s holds shard %d/%d with %d examples", self.worker_id,
+                 settings.shard_index, settings.num_shards, self.trainer.num_examples)
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+        run_with_reconnect(self._session, self.stop)
+        log.info("worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
+
+    def _session(self) -> None:
+        if self.training is not None:  # a task from a lost connection: let it end first
+            self.training.join()
+        broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
+                        name=f"fedmq-worker-{self.worker_id}")
+        try:
+            broker.declare(self.topology)
+            broker.consume(broker.private_queue(self.topology.model), self._on_model,
+                           prefetch=0, auto_ack=True)
+            self._fetch_model(broker)
+            consumer = broker.consume(self.topology.tasks,
+                                      lambda d: self._on_task(broker, d), prefetch=1)
+            while not self.stop.is_set():
+                broker.process(0.25)
+            broker.cancel(consumer)
+            self._finish_in_hand(broker)
+        finally:
+            broker.close()
+
+    def _fetch_model(self, broker: Broker) -> None:
+        """Ask the coordinator for the current model and wait until one arrives."""
+        broker.consume(REPLY_TO, self._on_model, auto_ack=True)
+        next_request = 0.0
+        while self.latest is None and not self.stop.is_set():
+            if time.monotonic() >= next_request:
+                request = ModelRequest(worker_id=self.worker_id)
+                broker.publish("", self.topology.model_requests, wire.encode(request),
+                               reply_to=REPLY_TO, correlation_id=new_id(), persistent=False)
+                next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
+            broker.process(0.25)
+
+    def _finish_in_hand(self, broker: Broker) -> None:
+        """On shutdown: publish the task in hand if it ends within the grace period."""
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while self.training is not None and time.monotonic() < deadline:
+            broker.process(0.25)
+        if self.training is not None:
+            log.warning("task still training at shutdown; handing it back to the broker")
+
+    # ------------------------------------------------------------ messages
+
+    def _on_model(self, delivery: Delivery) -> None:
+        try:
+            model = wire.decode(delivery.body, GlobalModel, self.settings.max_message_bytes)
+        except DecodeError as exc:
+            log.warning("ignored undecodable model broadcast: %s", exc.reason)
+            return
+        if model.fingerprint != self.fingerprint:
+            log.error("ignored model version %d: architecture %s, this worker has %s",
+                      model.version, model.fingerprint, self.fingerprint)
+            return
+        if self.latest is None or model.version > self.latest.version:
+            self.latest = model
+
+    def _on_task(self, broker: Broker, delivery: Delivery) -> None:
+        try:
+            task = wire.decode(delivery.body, TrainTask, self.settings.max_message_bytes)
+        except DecodeError as exc:
+            log.warning("dead-lettering undecodable task: %s", exc.reason)
+            broker.reject(delivery, requeue=False)
+            return
+        if self.training is not None or self.latest is None:
+            broker.reject(delivery, requeue=True)
+            return
+        self.training = threading.Thread(target=self._train, args=(broker, delivery, task,
+                                                                   self.latest), daemon=True)
+        self.training.start()
+
+    def _train(self, broker: Broker, delivery: Delivery, task: TrainTask,
+               model: GlobalModel) -> None:
+        """Training thread: never touches the broker except through call_threadsafe."""
+        try:
+            result = self.trainer.train(list(model.weights), task.local_epochs, task.batch_size,
+                                        task.learning_rate)
+            update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
+                                  task_id=task.task_id, base_version=model.version,
+                                  num_examples=self.trainer.num_examples,
+                                  train_seconds=result.seconds, weights=tuple(result.weights),
+                                  metrics=result.metrics)
+            body = wire.encode(update)
+        except Exception:
+            log.exception("training failed for task %s; handing it back", task.task_id)
+            self._hand_back(broker, lambda: self._requeue(broker, delivery))
+            return
+        self._hand_back(broker, lambda: self._deliver(broker, delivery, body, task))
+
+    def _hand_back(self, broker: Broker, callback: Callable[[], None]) -> None:
+        try:
+            broker.call_threadsafe(callback)
+        except BrokerUnavailable:
+            log.warning("connection lost during training; the broker will redeliver the task")
+            self.training = None
+
+    def _requeue(self, broker: Broker, delivery: Delivery) -> None:
+        self.training = None
+        broker.reject(delivery, requeue=True)
+
+    def _deliver(self, broker: Broker, delivery: Delivery, body: bytes, task: TrainTask) -> None:
+        """I/O thread: publish the update, wait for its confirm, then ack the task."""
+        self.training = None
+        broker.publish("", self.topology.updates, body)
+        broker.ack(delivery)
+        self.tasks_done += 1
+        log.info("task %s done (%d so far)", task.task_id[:8], self.tasks_done)
