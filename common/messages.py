@@ -32,7 +32,7 @@ class TrainTask:
     job: str
     min_version: int
     local_epochs: int = 2
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 0.5
     issued_at: float = field(default_factory=time.time)
 

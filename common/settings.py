@@ -46,7 +46,7 @@ class DataSettings(_Base):
 
 class TrainingSettings(_Base):
     local_epochs: int = Field(2, ge=1, description="Local epochs per task.")
-    batch_size: int = Field(32, ge=1, description="Local mini-batch size.")
+    batch_size: int = Field(16, ge=1, description="Local mini-batch size.")
     learning_rate: float = Field(0.5, gt=0, description="Local SGD learning rate.")
 
 

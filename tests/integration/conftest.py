@@ -1,0 +1,86 @@
+"""Fixtures for tests against the real RabbitMQ broker. A missing broker fails the run: it is never
+a reason to skip (set FEDMQ_TEST_AMQP_URL / FEDMQ_TEST_MANAGEMENT_URL to point elsewhere)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.amqp import Broker
+from common.errors import FedmqError
+from common.management import Management
+from common.topology import Topology
+from tests.integration.support import AMQP_URL, MANAGEMENT_URL, Processes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    try:
+        Broker(AMQP_URL, name="fedmq-test-probe").close()
+    except FedmqError as exc:
+        pytest.fail(f"RabbitMQ is required at {AMQP_URL} and is not reachable: {exc}")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def management() -> Management:
+    client = Management(MANAGEMENT_URL)
+    try:
+        client.queues()
+    except Exception as exc:  # noqa: BLE001 - any failure means the plugin is not usable
+        pytest.fail(f"RabbitMQ management API is required at {MANAGEMENT_URL}: {exc}")
+    return client
+
+
+def cleanup_job(amqp_url: str, topology: Topology) -> None:
+    broker = Broker(amqp_url, name="fedmq-test-cleanup")
+    try:
+        for name in topology.all_queue_names():
+            with contextlib.suppress(FedmqError):
+                broker.delete_queue(name)
+        for exchange in topology.exchanges():
+            with contextlib.suppress(FedmqError):
+                broker.delete_exchange(exchange.name)
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def topology(amqp_url: str) -> Iterator[Topology]:
+    """A fresh job id, so tests never share queues; its queues are deleted afterwards."""
+    topo = Topology(job=f"t{uuid.uuid4().hex[:10]}")
+    yield topo
+    cleanup_job(amqp_url, topo)
+
+
+@pytest.fixture
+def broker(amqp_url: str, topology: Topology) -> Iterator[Broker]:
+    connection = Broker(amqp_url, name="fedmq-test")
+    connection.declare(topology)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def procs(amqp_url: str, topology: Topology, tmp_path: Path,
+          request: pytest.FixtureRequest) -> Iterator[Processes]:
+    processes = Processes(tmp_path, {"FEDMQ_AMQP_URL": amqp_url, "FEDMQ_JOB": topology.job,
+                                     "FEDMQ_LOG_LEVEL": "INFO"})
+    yield processes
+    processes.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(processes.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
