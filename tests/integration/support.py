@@ -1,4 +1,4 @@
-"""Helpers for integration tests: real fedmq processes, waiting on conditions, talking to the broker."""
+"""Helpers for integration tests: real fedmq processes, waiting on conditions, broker access."""
 
 from __future__ import annotations
 

@@ -1,0 +1,127 @@
+"""A private RabbitMQ node for tests that must stop, restart or reconfigure a broker (chaos, TLS).
+
+The shared broker on 5672 is never touched: this node has its own name, ports, config, plugins
+file and data directory under a temporary folder, and is deleted at the end. On Debian the server
+runs as the `rabbitmq` user, so the folder is handed to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+
+@dataclass
+class PrivateNode:
+    """One extra RabbitMQ node on loopback; `extra_config` lines are appended to rabbitmq.conf."""
+
+    name: str = "fedmqtest"
+    amqp_port: int = 5680
+    management_port: int = 15680
+    extra_config: str = ""
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedmq-node-")))
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
+
+    def _env(self) -> dict[str, str]:
+        d = self.directory
+        return {**os.environ, "HOME": "/var/lib/rabbitmq", "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_DIST_PORT": str(self.amqp_port + 20000),
+                "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+                "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
+                "RABBITMQ_PID_FILE": str(d / "pid")}
+
+    def _as_rabbitmq(self, *command: str, timeout: float = 120) -> None:
+        """Run a RabbitMQ script as the rabbitmq user; only the server gets the node's env."""
+        user = pwd.getpwnam("rabbitmq")
+        env = self._env() if command[0] == SERVER else {**os.environ,
+                                                        "HOME": "/var/lib/rabbitmq"}
+
+        def demote() -> None:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
+        subprocess.run(command, env=env, cwd=self.directory, check=True,
+                       timeout=timeout, preexec_fn=demote if os.getuid() == 0 else None,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def write_config(self) -> None:
+        (self.directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            f"loopback_users = none\n{self.extra_config}\n")
+        (self.directory / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        if os.getuid() == 0:
+            shutil.chown(self.directory, "rabbitmq", "rabbitmq")
+            for path in self.directory.rglob("*"):
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    def start(self) -> None:
+        """Start the node and wait until AMQP and the management API answer."""
+        self.write_config()
+        self._as_rabbitmq(SERVER, "-detached")
+        self._await_startup()
+        self.wait_for_management()
+
+    def _await_startup(self, timeout: float = 120) -> None:
+        """`await_startup` fails at once while the detached node has not registered yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._as_rabbitmq(CTL, "-n", self.node, "await_startup", "--timeout", "120")
+                return
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def wait_for_management(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{self.management_port}/api/overview",
+                             auth=("guest", "guest"), timeout=5).raise_for_status()
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def stop_app(self) -> None:
+        self._as_rabbitmq(CTL, "-n", self.node, "stop_app")
+
+    def start_app(self) -> None:
+        self._as_rabbitmq(CTL, "-n", self.node, "start_app")
+        self._await_startup()
+
+    def stop(self) -> None:
+        """Stop the whole node (the Erlang VM); its data stays for a later `start`."""
+        self._as_rabbitmq(CTL, "-n", self.node, "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
