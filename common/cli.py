@@ -107,5 +107,35 @@ def run(**flags: Any) -> None:
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks (scripts in bench/) on the real broker with real processes."""
+
+
+@bench.command("time-to-accuracy")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+@click.option("--workers", default=8, show_default=True, help="Workers per strategy.")
+@click.option("--slow-workers", default=2, show_default=True, help="How many are stragglers.")
+@click.option("--slowdown", default=4.0, show_default=True, help="Straggler slowdown factor.")
+@click.option("--target", default=0.95, show_default=True, help="Target held-out accuracy.")
+@click.option("--seconds", default=60.0, show_default=True,
+              help="Wall-clock budget of each strategy (from the moment all workers are ready).")
+@click.option("--seed", default=0, show_default=True, help="Data, partition and model seed.")
+@click.option("--buffer-size", default=4, show_default=True, help="FedBuff K.")
+@click.option("--alpha", default=0.5, show_default=True, help="FedAsync mixing weight.")
+@click.option("--amqp-url", envvar="FEDMQ_AMQP_URL",
+              default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
+def time_to_accuracy(**options: Any) -> None:
+    """fedavg vs fedasync vs fedbuff vs central training: time to --target on digits."""
+    setup_logging("WARNING")
+    from bench.time_to_accuracy import BenchConfig, describe
+    from bench.time_to_accuracy import run as run_bench
+
+    report = run_bench(BenchConfig(**options))
+    click.echo(describe(report))
+    click.echo(f"results: {options['out'] / 'results.json'}, "
+               f"plot: {options['out'] / 'accuracy_vs_time.png'}")
+
+
 if __name__ == "__main__":
     main()

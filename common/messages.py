@@ -34,6 +34,7 @@ class TrainTask:
     local_epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 0.5
+    send_delta: bool = False
     issued_at: float = field(default_factory=time.time)
 
 

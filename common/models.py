@@ -12,7 +12,7 @@ import numpy as np
 
 from common.errors import ConfigError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 DEFAULT_MODEL = {"digits": "digits_mlp", "breast_cancer": "breast_cancer_mlp"}
 

@@ -51,18 +51,33 @@ class TrainingSettings(_Base):
 
 
 class CoordinatorSettings(TrainingSettings, DataSettings, ConnectionSettings):
-    strategy: Literal["fedasync"] = Field("fedasync", description="Aggregation strategy.")
+    strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
+        "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
+                                "fedbuff (buffer K deltas), fedavg (synchronous rounds).")
     alpha: float = Field(0.5, gt=0, le=1, description="FedAsync mixing weight.")
     staleness: Literal["constant", "polynomial", "hinge"] = Field(
         "polynomial", description="Staleness function s(t) scaling alpha.")
     staleness_a: float = Field(0.5, ge=0, description="Exponent a of polynomial/hinge staleness.")
     staleness_b: int = Field(4, ge=0, description="Threshold b of hinge staleness.")
-    max_staleness: int = Field(50, ge=0, description="Updates staler than this are rejected.")
+    max_staleness: int = Field(50, ge=0, description="Updates staler than this are rejected "
+                                                     "(fedavg accepts only the current round).")
+    buffer_size: int = Field(4, ge=1, description="FedBuff: deltas buffered per model step (K).")
+    server_lr: float = Field(1.0, gt=0, description="FedBuff: server learning rate.")
+    server_momentum: float = Field(0.0, ge=0, lt=1, description="FedBuff: server momentum.")
+    weight_by_examples: bool = Field(False, description="FedBuff: also weight each delta by "
+                                                        "its example count.")
     concurrency: int = Field(3, ge=1, description="Tasks kept in flight.")
     max_updates: int = Field(150, ge=1, description="Stop after this many applied updates.")
     target_accuracy: float | None = Field(None, gt=0, le=1,
-                                          description="Stop once evaluation reaches this.")
+                                          description="Accuracy whose first time is reported "
+                                                      "(time_to_target_s); see stop_at_target.")
+    stop_at_target: bool = Field(True, description="Stop once evaluation reaches "
+                                                   "target_accuracy.")
+    max_seconds: float | None = Field(None, gt=0, description="Stop after this many seconds "
+                                                              "(counted from the clock start).")
     eval_every: int = Field(5, ge=1, description="Evaluate every k versions.")
+    wait_for_workers: int = Field(0, ge=0, description="Issue no task (and start no clock) "
+                                                       "until this many workers consume tasks.")
     drain_seconds: float = Field(10.0, ge=0, description="At the end, how long to wait for "
                                                          "updates of tasks already started.")
     out: Path = Field(Path("results"), description="Directory for the model and results.")

@@ -46,7 +46,7 @@ class CoordinatorCore:
     in_flight: dict[str, float] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
-    applied: int = 0
+    applied: int = 0  # updates reflected in the global model (a FedBuff flush adds K)
     workers: set[str] = field(default_factory=set)
     staleness_seen: list[int] = field(default_factory=list)
 
@@ -55,7 +55,8 @@ class CoordinatorCore:
         task = TrainTask(task_id=new_id(), job=self.job, min_version=self.version,
                          local_epochs=self.training.local_epochs,
                          batch_size=self.training.batch_size,
-                         learning_rate=self.training.learning_rate)
+                         learning_rate=self.training.learning_rate,
+                         send_delta=self.strategy.wants_delta)
         self.issued.add(task.task_id)
         self.in_flight[task.task_id] = time.time()
         return task
@@ -72,7 +73,8 @@ class CoordinatorCore:
         try:
             staleness = check_update(update, version=self.version,
                                      max_staleness=self.max_staleness,
-                                     issued_tasks=self.issued, template=self.weights)
+                                     issued_tasks=self.issued, template=self.weights,
+                                     wants_delta=self.strategy.wants_delta)
         except RejectedUpdate as exc:
             self.rejected[exc.code] += 1
             self.in_flight.pop(update.task_id, None)
@@ -81,14 +83,31 @@ class CoordinatorCore:
         self.accepted_ids.add(update.update_id)
         self.workers.add(update.worker_id)
         self.staleness_seen.append(staleness)
+        held = self.strategy.buffered
         new_weights = self.strategy.submit(self.weights, Contribution(
             update.weights, update.is_delta, staleness, update.num_examples))
         if new_weights is None:
             return Outcome("buffered", self.version, staleness=staleness)
         self.weights = [np.asarray(w) for w in new_weights]
         self.version += 1
-        self.applied += 1
+        self.applied += held + 1
         return Outcome("applied", self.version, staleness=staleness)
+
+    def flush(self) -> bool:
+        """Fold in updates a strategy still buffers (end of job); True if the model changed."""
+        held = self.strategy.buffered
+        new_weights = self.strategy.flush(self.weights)
+        if new_weights is None:
+            return False
+        self.weights = [np.asarray(w) for w in new_weights]
+        self.version += 1
+        self.applied += held
+        return True
+
+    @property
+    def received(self) -> int:
+        """Updates that reached a decision: accepted, rejected or recognised as duplicates."""
+        return len(self.accepted_ids) + self.rejected_total + self.duplicates
 
     @property
     def rejected_total(self) -> int:

@@ -59,6 +59,13 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+def read_curve(path: Path) -> list[tuple[float, float]]:
+    """(wall seconds, accuracy) of every evaluated version in a history.csv."""
+    with path.open() as handle:
+        return [(float(r["wall_seconds"]), float(r["accuracy"]))
+                for r in csv.DictReader(handle) if r["accuracy"] != ""]
+
+
 def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]],
                 target: float | None = None, title: str = "fedmq") -> None:
     """accuracy_vs_time.png: one line per named curve of (seconds, accuracy)."""

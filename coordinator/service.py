@@ -24,13 +24,19 @@ from common.topology import Topology
 from coordinator.core import CoordinatorCore, Outcome
 from coordinator.evaluation import Evaluator, Score
 from coordinator.results import History, plot_curves, write_history, write_summary
-from coordinator.strategies import FedAsync, Strategy, make_staleness
+from coordinator.strategies import FedAsync, FedAvg, FedBuff, Strategy, make_staleness
 
 log = logging.getLogger("fedmq.coordinator")
 UPDATE_PREFETCH = 16
 
 
 def make_strategy(settings: CoordinatorSettings) -> Strategy:
+    if settings.strategy == "fedbuff":
+        return FedBuff(buffer_size=settings.buffer_size, server_lr=settings.server_lr,
+                       momentum=settings.server_momentum,
+                       weight_by_examples=settings.weight_by_examples)
+    if settings.strategy == "fedavg":
+        return FedAvg(cohort=settings.concurrency)
     staleness = make_staleness(settings.staleness, settings.staleness_a, settings.staleness_b)
     return FedAsync(alpha=settings.alpha, staleness_fn=staleness)
 
@@ -50,9 +56,11 @@ class CoordinatorService:
         training = TrainingSettings(local_epochs=settings.local_epochs,
                                     batch_size=settings.batch_size,
                                     learning_rate=settings.learning_rate)
-        self.core = CoordinatorCore(weights=weights, strategy=make_strategy(settings),
-                                    max_staleness=settings.max_staleness, training=training,
-                                    job=settings.job)
+        strategy = make_strategy(settings)
+        self.core = CoordinatorCore(weights=weights, strategy=strategy,
+                                    max_staleness=0 if strategy.synchronous
+                                    else settings.max_staleness,
+                                    training=training, job=settings.job)
         self.history = History()
         self.stop = threading.Event()
         self.started = time.monotonic()
@@ -60,6 +68,7 @@ class CoordinatorService:
         self.time_to_target: float | None = None
         self.bytes_received = 0
         self.purged_at_start = False
+        self.workers_ready = settings.wait_for_workers == 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,6 +95,7 @@ class CoordinatorService:
                            prefetch=UPDATE_PREFETCH)
             broker.consume(self.topology.model_requests,
                            lambda d: self._on_model_request(broker, d), prefetch=8)
+            self._wait_for_workers(broker)
             self._top_up(broker)
             while not self._done() and not self.stop.is_set():
                 broker.process(0.25)
@@ -102,24 +112,35 @@ class CoordinatorService:
                 log.warning("purged %d leftover messages from %s", dropped, queue)
         self.purged_at_start = True
 
+    def _wait_for_workers(self, broker: Broker) -> None:
+        """With --wait-for-workers N: hold tasks (and the clock) until N workers consume them."""
+        while not self.workers_ready and not self.stop.is_set():
+            if broker.queue_depth(self.topology.tasks)[1] >= self.settings.wait_for_workers:
+                self.workers_ready = True
+                log.info("%d workers ready; starting the clock", self.settings.wait_for_workers)
+                self.started = time.monotonic()
+                self._evaluate()
+            else:
+                broker.process(0.25)
+
     def _done(self) -> bool:
-        target = self.settings.target_accuracy
-        reached = target is not None and self.last_score is not None and \
-            self.last_score.accuracy >= target
-        return reached or self.core.applied >= self.settings.max_updates
+        settings = self.settings
+        reached = settings.stop_at_target and self.time_to_target is not None
+        out_of_time = settings.max_seconds is not None and self.workers_ready and \
+            self.elapsed() >= settings.max_seconds
+        return reached or out_of_time or self.core.applied >= settings.max_updates
 
     def _drain(self, broker: Broker) -> None:
         """Stop issuing; wait (bounded) for updates of tasks that workers already started."""
         purged = broker.purge(self.topology.tasks)
         expected = max(0, len(self.core.in_flight) - purged)
         deadline = time.monotonic() + self.settings.drain_seconds
-        received_before = self._received()
-        while self._received() - received_before < expected and time.monotonic() < deadline:
+        received_before = self.core.received
+        while self.core.received - received_before < expected and time.monotonic() < deadline:
             broker.process(0.25)
         self.core.in_flight.clear()
-
-    def _received(self) -> int:
-        return self.core.applied + self.core.rejected_total + self.core.duplicates
+        if self.core.flush():
+            self._new_version(broker, None, "")
 
     # ------------------------------------------------------------ messages
 
@@ -147,13 +168,16 @@ class CoordinatorService:
         elif outcome.kind == "duplicate":
             log.info("ignored duplicate update %s", update.update_id if update else "?")
         elif outcome.kind == "applied" and update is not None:
-            self.history.add(outcome.version, self.elapsed(), outcome.staleness,
-                             update.worker_id)
-            self._broadcast(broker)
-            if outcome.version % self.settings.eval_every == 0:
-                self._evaluate()
-            self._event(broker, "version", version=outcome.version,
-                        staleness=outcome.staleness, worker=update.worker_id)
+            self._new_version(broker, outcome.staleness, update.worker_id)
+
+    def _new_version(self, broker: Broker, staleness: int | None, worker_id: str) -> None:
+        """Record, broadcast and (every k versions) evaluate the version just made."""
+        version = self.core.version
+        self.history.add(version, self.elapsed(), staleness, worker_id)
+        self._broadcast(broker)
+        if version % self.settings.eval_every == 0:
+            self._evaluate()
+        self._event(broker, "version", version=version, staleness=staleness, worker=worker_id)
 
     def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
         try:
@@ -175,10 +199,18 @@ class CoordinatorService:
         broker.publish(self.topology.model, "", self._model_body(), persistent=False)
 
     def _top_up(self, broker: Broker) -> None:
-        """Keep `concurrency` tasks in flight, never more than the updates still wanted."""
-        if self._done():
+        """Keep `concurrency` tasks in flight, never more than the updates still wanted.
+
+        A synchronous strategy gets its next round only when the last one has fully arrived.
+        """
+        if self._done() or not self.workers_ready:
             return
-        wanted = self.settings.max_updates - self.core.applied
+        if self.core.strategy.synchronous and self.core.in_flight:
+            return
+        wanted = self.settings.max_updates - self.core.applied - self.core.strategy.buffered
+        if wanted <= 0 and not self.core.in_flight and self.core.flush():
+            self._new_version(broker, None, "")  # the last, partial buffer or round
+            return
         while len(self.core.in_flight) < min(self.settings.concurrency, wanted):
             task = self.core.issue_task()
             broker.publish("", self.topology.tasks, wire.encode(task))

@@ -1,14 +1,20 @@
 """Aggregation math as pure functions over lists of numpy arrays: no broker, no TensorFlow, no I/O.
 
-Staleness t = current_version - base_version. FedAsync (Xie, Koyejo, Gupta 2019) mixes each update
-into the global model with weight alpha * s(t).
+Staleness t = current_version - base_version.
+- FedAsync (Xie, Koyejo, Gupta 2019) mixes each update into the global model with weight
+  alpha * s(t).
+- FedBuff (Nguyen et al. 2022) buffers K deltas, weights each by 1/sqrt(1+t) (optionally times its
+  example count) and moves the model by server_lr times their weighted mean (with optional server
+  momentum).
+- FedAvg (McMahan et al. 2017) is the synchronous baseline: a round of one task per participant,
+  a barrier, and the example-weighted average of the round's models.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -59,6 +65,32 @@ def global_norm(arrays: Sequence[np.ndarray]) -> float:
     return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
 
 
+def weighted_mean(arrays: Sequence[Sequence[np.ndarray]], weights: Sequence[float]) -> Arrays:
+    """sum_i w_i * arrays_i / sum_i w_i, layer by layer (float64 accumulation, dtype kept)."""
+    total = float(sum(weights))
+    if not arrays or total <= 0:
+        raise ValueError("weighted_mean needs at least one array list and a positive weight")
+    result = []
+    for layer in range(len(arrays[0])):
+        acc = np.zeros(arrays[0][layer].shape, dtype=np.float64)
+        for a, w in zip(arrays, weights, strict=True):
+            acc += w * np.asarray(a[layer], dtype=np.float64)
+        result.append((acc / total).astype(arrays[0][layer].dtype))
+    return result
+
+
+def fedbuff_staleness_weight(t: int) -> float:
+    """FedBuff's down-weighting of stale deltas: 1 / sqrt(1 + t)."""
+    return 1.0 / math.sqrt(1.0 + t)
+
+
+def apply_delta(current: Sequence[np.ndarray], delta: Sequence[np.ndarray],
+                server_lr: float) -> Arrays:
+    """current + server_lr * delta, keeping each layer's dtype."""
+    return [(c + server_lr * d).astype(c.dtype, copy=False)
+            for c, d in zip(current, delta, strict=True)]
+
+
 @dataclass(frozen=True)
 class Contribution:
     """What a strategy needs to know about one validated update."""
@@ -73,12 +105,23 @@ class Strategy(Protocol):
     """Folds validated updates into the global model.
 
     `submit` returns the new global weights when the model changed (the coordinator then bumps the
-    version and broadcasts), or None when the update was only buffered.
+    version and broadcasts), or None when the update was only buffered. `buffered` counts updates
+    held but not yet in the model; `wants_delta` asks workers for trained - base instead of the
+    trained weights; `synchronous` strategies get a new round of tasks only after the last one.
     """
 
     name: str
+    wants_delta: bool
+    synchronous: bool
+
+    @property
+    def buffered(self) -> int: ...
 
     def submit(self, current: Arrays, update: Contribution) -> Arrays | None: ...
+
+    def flush(self, current: Arrays) -> Arrays | None:
+        """At the end of a job: fold in whatever is still buffered (None if nothing is)."""
+        ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -92,6 +135,12 @@ class FedAsync:
     alpha: float
     staleness_fn: StalenessFn
     name: str = "fedasync"
+    wants_delta: bool = False
+    synchronous: bool = False
+
+    @property
+    def buffered(self) -> int:
+        return 0
 
     def submit(self, current: Arrays, update: Contribution) -> Arrays:
         new = update.weights
@@ -99,8 +148,104 @@ class FedAsync:
             new = [c + d for c, d in zip(current, update.weights, strict=True)]
         return fedasync_step(current, new, self.alpha, update.staleness, self.staleness_fn)
 
+    def flush(self, current: Arrays) -> None:
+        return None
+
     def state(self) -> dict[str, Any]:
         return {}
 
     def load_state(self, state: dict[str, Any]) -> None:
         return None
+
+
+@dataclass
+class FedBuff:
+    """Buffer K deltas; flush x <- x + lr * (m v + sum w_i d_i / sum w_i) with w_i = 1/sqrt(1+t)."""
+
+    buffer_size: int
+    server_lr: float = 1.0
+    momentum: float = 0.0
+    weight_by_examples: bool = False
+    name: str = "fedbuff"
+    wants_delta: bool = True
+    synchronous: bool = False
+    deltas: list[Arrays] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    velocity: Arrays | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self.deltas)
+
+    def submit(self, current: Arrays, update: Contribution) -> Arrays | None:
+        if not update.is_delta:
+            raise ValueError("FedBuff needs deltas (trained - base weights)")
+        weight = fedbuff_staleness_weight(update.staleness)
+        if self.weight_by_examples:
+            weight *= update.num_examples
+        self.deltas.append([np.array(d) for d in update.weights])
+        self.weights.append(weight)
+        if len(self.deltas) < self.buffer_size:
+            return None
+        return self.flush(current)
+
+    def flush(self, current: Arrays) -> Arrays | None:
+        if not self.deltas:
+            return None
+        step = weighted_mean(self.deltas, self.weights)
+        if self.momentum > 0:
+            self.velocity = step if self.velocity is None else [
+                self.momentum * v + s for v, s in zip(self.velocity, step, strict=True)]
+            step = self.velocity
+        self.deltas, self.weights = [], []
+        return apply_delta(current, step, self.server_lr)
+
+    def state(self) -> dict[str, Any]:
+        return {"deltas": self.deltas, "weights": self.weights, "velocity": self.velocity}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.deltas = [list(d) for d in state["deltas"]]
+        self.weights = [float(w) for w in state["weights"]]
+        self.velocity = None if state["velocity"] is None else list(state["velocity"])
+
+
+@dataclass
+class FedAvg:
+    """Synchronous rounds: wait for `cohort` models of the same version, average by examples."""
+
+    cohort: int
+    name: str = "fedavg"
+    wants_delta: bool = False
+    synchronous: bool = True
+    models: list[Arrays] = field(default_factory=list)
+    examples: list[int] = field(default_factory=list)
+
+    @property
+    def buffered(self) -> int:
+        return len(self.models)
+
+    def submit(self, current: Arrays, update: Contribution) -> Arrays | None:
+        if update.staleness != 0:
+            raise ValueError("FedAvg only averages models of the current round")
+        new = update.weights
+        if update.is_delta:
+            new = [c + d for c, d in zip(current, update.weights, strict=True)]
+        self.models.append([np.array(w) for w in new])
+        self.examples.append(update.num_examples)
+        if len(self.models) < self.cohort:
+            return None
+        return self.flush(current)
+
+    def flush(self, current: Arrays) -> Arrays | None:
+        if not self.models:
+            return None
+        average = weighted_mean(self.models, [float(n) for n in self.examples])
+        self.models, self.examples = [], []
+        return average
+
+    def state(self) -> dict[str, Any]:
+        return {"models": self.models, "examples": self.examples}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.models = [list(m) for m in state["models"]]
+        self.examples = [int(n) for n in state["examples"]]

@@ -25,7 +25,7 @@ def check_arrays(weights: Sequence[np.ndarray], template: Sequence[np.ndarray]) 
 
 def check_update(update: WeightUpdate, *, version: int, max_staleness: int,
                  issued_tasks: set[str] | dict[str, float],
-                 template: Sequence[np.ndarray]) -> int:
+                 template: Sequence[np.ndarray], wants_delta: bool = False) -> int:
     """Raise RejectedUpdate with the reason, or return the update's staleness."""
     if update.task_id not in issued_tasks:
         raise RejectedUpdate("unknown_task", f"{update.task_id!r} was never issued")
@@ -40,5 +40,7 @@ def check_update(update: WeightUpdate, *, version: int, max_staleness: int,
     if update.num_examples <= 0:
         raise RejectedUpdate("bad_num_examples",
                              f"num_examples must be positive, got {update.num_examples}")
+    if wants_delta and not update.is_delta:
+        raise RejectedUpdate("wrong_form", "this strategy needs deltas, got full weights")
     check_arrays(update.weights, template)
     return staleness

@@ -26,6 +26,7 @@ from worker.trainer import Trainer
 log = logging.getLogger("fedmq.worker")
 REPLY_TO = "amq.rabbitmq.reply-to"
 MODEL_REQUEST_RETRY_SECONDS = 5.0
+FRESH_MODEL_WAIT_SECONDS = 10.0
 
 
 class WorkerService:
@@ -119,21 +120,35 @@ class WorkerService:
         if self.training is not None or self.latest is None:
             broker.reject(delivery, requeue=True)
             return
-        self.training = threading.Thread(target=self._train, args=(broker, delivery, task,
-                                                                   self.latest), daemon=True)
+        self.training = threading.Thread(target=self._train, args=(broker, delivery, task),
+                                         daemon=True)
         self.training.start()
 
-    def _train(self, broker: Broker, delivery: Delivery, task: TrainTask,
-               model: GlobalModel) -> None:
+    def _model_for(self, task: TrainTask) -> GlobalModel:
+        """The freshest model, waiting briefly if the task names a version not yet received
+        (a broadcast can arrive just after the task it preceded)."""
+        deadline = time.monotonic() + FRESH_MODEL_WAIT_SECONDS
+        while (self.latest is None or self.latest.version < task.min_version) and \
+                time.monotonic() < deadline and not self.stop.is_set():
+            time.sleep(0.01)
+        assert self.latest is not None
+        return self.latest
+
+    def _train(self, broker: Broker, delivery: Delivery, task: TrainTask) -> None:
         """Training thread: never touches the broker except through call_threadsafe."""
         try:
+            model = self._model_for(task)
             result = self.trainer.train(list(model.weights), task.local_epochs, task.batch_size,
                                         task.learning_rate)
+            weights = result.weights
+            if task.send_delta:
+                weights = [(w - b).astype(b.dtype) for w, b in zip(weights, model.weights,
+                                                                   strict=True)]
             update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
                                   num_examples=self.trainer.num_examples,
-                                  train_seconds=result.seconds, weights=tuple(result.weights),
-                                  metrics=result.metrics)
+                                  train_seconds=result.seconds, weights=tuple(weights),
+                                  is_delta=task.send_delta, metrics=result.metrics)
             body = wire.encode(update)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
