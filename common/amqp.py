@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -70,6 +70,22 @@ def _translated() -> Iterator[None]:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
 
+class _NotFoundFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NOT_FOUND" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_not_found() -> Iterator[None]:
+    """pika logs every channel the broker closes; a failed existence check is no news."""
+    channel_log, quiet = logging.getLogger("pika.channel"), _NotFoundFilter()
+    channel_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        channel_log.removeFilter(quiet)
+
+
 class Broker:
     """A blocking connection with one channel in publisher-confirm mode."""
 
@@ -87,7 +103,9 @@ class Broker:
             self._connection = pika.BlockingConnection(params)
             self._channel: BlockingChannel = self._connection.channel()
             self._channel.confirm_delivery()
+            self._channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         self._queues_by_tag: dict[str, str] = {}
+        self._on_cancel: dict[str, Callable[[], None]] = {}
 
     # ------------------------------------------------------------ topology
 
@@ -109,6 +127,43 @@ class Broker:
             name: str = result.method.queue
             self._channel.queue_bind(name, exchange, routing_key=routing_key)
         return name
+
+    def exists(self, name: str, kind: str = "queue") -> bool:
+        """Whether a queue (or exchange) exists; a passive declare needs no permission."""
+        with _translated(), _quiet_not_found():
+            channel = self._connection.channel()
+            try:
+                if kind == "queue":
+                    channel.queue_declare(name, passive=True)
+                else:
+                    channel.exchange_declare(name, passive=True)
+            except pex.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return False
+                raise
+            channel.close()
+        return True
+
+    def await_declared(self, stop: threading.Event, queues: Sequence[str] = (),
+                       exchanges: Sequence[str] = (), poll: float = 1.0) -> bool:
+        """Wait (serving the connection) until every name exists; False if `stop` is set first.
+
+        Services without configure permission (workers, watchers) never declare: they wait for
+        the coordinator, which owns the topology.
+        """
+        wanted = [(name, "queue") for name in queues] + [(name, "exchange") for name in exchanges]
+        logged = False
+        while not stop.is_set():
+            missing = [name for name, kind in wanted if not self.exists(name, kind)]
+            if not missing:
+                return True
+            if not logged:
+                log.info("waiting for the coordinator to declare %s", ", ".join(missing))
+                logged = True
+            deadline = time.monotonic() + poll
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                self.process(left)  # returns early once after a closed channel
+        return False
 
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
@@ -144,8 +199,12 @@ class Broker:
     # ------------------------------------------------------------ consume
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int = 1,
-                auto_ack: bool = False, exclusive: bool = False) -> str:
-        """Start consuming `queue`; `handler` runs on the I/O thread for each delivery."""
+                auto_ack: bool = False, exclusive: bool = False,
+                on_cancel: Callable[[], None] | None = None) -> str:
+        """Start consuming `queue`; `handler` runs on the I/O thread for each delivery.
+
+        `on_cancel` runs if the broker cancels this consumer (for example: the queue was deleted).
+        """
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             headers = dict(props.headers or {})
@@ -159,7 +218,16 @@ class Broker:
             tag: str = self._channel.basic_consume(queue, on_message, auto_ack=auto_ack,
                                                    exclusive=exclusive)
         self._queues_by_tag[tag] = queue
+        if on_cancel is not None:
+            self._on_cancel[tag] = on_cancel
         return tag
+
+    def _on_cancelled_by_broker(self, method_frame: Any) -> None:
+        tag = method_frame.method.consumer_tag
+        log.warning("the broker cancelled the consumer of %s", self._queues_by_tag.get(tag, tag))
+        callback = self._on_cancel.pop(tag, None)
+        if callback is not None:
+            callback()
 
     def cancel(self, consumer_tag: str) -> None:
         with _translated():

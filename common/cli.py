@@ -3,12 +3,13 @@ flag has a FEDMQ_* environment variable twin and the help text of the field that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +17,14 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
+from common.errors import ConfigError
+from common.settings import (
+    CoordinatorSettings,
+    RunSettings,
+    StatusSettings,
+    WatchSettings,
+    WorkerSettings,
+)
 
 S = TypeVar("S", bound=BaseSettings)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,6 +70,15 @@ def setup_logging(level: str) -> None:
     logging.getLogger("pika").setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A bad model, data file or dataset ends the command with its message, not a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fedmq")
 def main() -> None:
@@ -80,7 +97,9 @@ def coordinator(**flags: Any) -> None:
     setup_logging(settings.log_level)
     from coordinator.service import CoordinatorService
 
-    summary = CoordinatorService(settings).run()
+    with _config_errors():
+        service = CoordinatorService(settings)
+    summary = service.run()
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 
@@ -92,7 +111,9 @@ def worker(**flags: Any) -> None:
     setup_logging(settings.log_level)
     from worker.service import WorkerService
 
-    WorkerService(settings).run()
+    with _config_errors():
+        service = WorkerService(settings)
+        service.run()
 
 
 @main.command()
@@ -135,6 +156,34 @@ def time_to_accuracy(**options: Any) -> None:
     click.echo(describe(report))
     click.echo(f"results: {options['out'] / 'results.json'}, "
                f"plot: {options['out'] / 'accuracy_vs_time.png'}")
+
+
+@main.command()
+@settings_options(WatchSettings)
+def watch(**flags: Any) -> None:
+    """Show the job's progress events (versions, evaluations, rejections) live, one per line."""
+    settings = load_settings(WatchSettings, flags)
+    setup_logging(settings.log_level)
+    from common.watch import Watcher
+
+    Watcher(settings, lambda line: click.echo(line)).run()
+
+
+@main.command()
+@settings_options(StatusSettings)
+def status(**flags: Any) -> None:
+    """Print the job's queues (depth, consumers, rates) from the management HTTP API."""
+    settings = load_settings(StatusSettings, flags)
+    setup_logging(settings.log_level)
+    import requests
+
+    from common.errors import FedmqError
+    from common.status import render
+
+    try:
+        click.echo(render(settings))
+    except (FedmqError, requests.HTTPError) as exc:
+        raise click.ClickException(f"cannot read the management API: {exc}") from None
 
 
 if __name__ == "__main__":

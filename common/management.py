@@ -51,3 +51,7 @@ class Management:
         result: list[dict[str, Any]] = self._request(
             "POST", f"queues/{self.vhost}/{quote(queue, safe='')}/get", json=body)
         return result
+
+    def exchanges(self, prefix: str = "fedmq.") -> list[dict[str, Any]]:
+        every: list[dict[str, Any]] = self._request("GET", f"exchanges/{self.vhost}")
+        return [e for e in every if e["name"].startswith(prefix)]

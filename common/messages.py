@@ -93,7 +93,20 @@ class Event:
     at: float = field(default_factory=time.time)
 
 
-Message = TrainTask | WeightUpdate | GlobalModel | ModelRequest | Event
+@dataclass(frozen=True)
+class ShardLease:
+    """A token in the shards queue: the worker holding it (unacked) trains on that shard."""
+
+    KIND: ClassVar[str] = "shard_lease"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    shard_index: int
+    num_shards: int
+    job: str = ""
+
+
+Message = TrainTask | WeightUpdate | GlobalModel | ModelRequest | Event | ShardLease
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (TrainTask, WeightUpdate, GlobalModel, ModelRequest, Event)
+    cls.KIND: cls
+    for cls in (TrainTask, WeightUpdate, GlobalModel, ModelRequest, Event, ShardLease)
 }

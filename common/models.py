@@ -55,8 +55,23 @@ def build(name: str, seed: int) -> Any:
             factory = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import model {name!r}: {exc}") from None
-        return factory()
+        model = factory()
+        if not hasattr(model, "get_weights"):
+            raise ConfigError(f"model {name!r} returned {type(model).__name__}, not a Keras model")
+        return model
     raise ConfigError(f"unknown model {name!r}; built-in: {sorted(SPECS)} or 'pkg.mod:function'")
+
+
+def check_compatible(model: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """Fail early, with a clear message, if the model cannot train on this data."""
+    try:
+        outputs = np.asarray(model(x[:2], training=False))
+    except Exception as exc:  # Keras raises many types for a shape mismatch
+        raise ConfigError(f"the model does not accept features of shape {x.shape[1:]}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if outputs.ndim != 2 or outputs.shape[1] <= int(y.max()):
+        raise ConfigError(f"the model outputs {outputs.shape[1:]} per example, but labels go up "
+                          f"to {int(y.max())}: it needs one softmax output per class")
 
 
 def compile_for_training(model: Any, learning_rate: float) -> None:

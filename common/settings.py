@@ -23,8 +23,9 @@ class _Base(BaseSettings):
 class ConnectionSettings(_Base):
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F",
                           description="AMQP URL of the RabbitMQ broker (amqps:// for TLS).")
-    job: str = Field("", description="Job id; queues become fedmq.<job>.tasks etc. "
-                                     "Empty: the plain fedmq.* names.")
+    job: str = Field("", pattern=r"^[A-Za-z0-9_-]*$",
+                     description="Job id (letters, digits, - and _); queues become "
+                                 "fedmq.<job>.tasks etc. Empty: the plain fedmq.* names.")
     heartbeat: int = Field(30, ge=0, description="AMQP heartbeat interval in seconds.")
     max_message_bytes: int = Field(16 * MiB, gt=0,
                                    description="Largest message body accepted or sent.")
@@ -42,6 +43,7 @@ class DataSettings(_Base):
     dirichlet_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; smaller "
                                                           "means more skewed label mixes.")
     num_shards: int = Field(3, ge=1, description="How many shards the training split has.")
+    label_column: str = Field("label", description="Name of the label column in CSV data files.")
 
 
 class TrainingSettings(_Base):
@@ -81,10 +83,21 @@ class CoordinatorSettings(TrainingSettings, DataSettings, ConnectionSettings):
     drain_seconds: float = Field(10.0, ge=0, description="At the end, how long to wait for "
                                                          "updates of tasks already started.")
     out: Path = Field(Path("results"), description="Directory for the model and results.")
+    eval_data_path: str = Field("", description="Held-out data of your own (.npz with x and y, or "
+                                                ".csv); empty: the built-in dataset's split.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics "
+                                                            "endpoint; 0: no endpoint.")
+    metrics_address: str = Field("127.0.0.1", description="Address the metrics endpoint listens "
+                                                          "on (0.0.0.0 in a container).")
+    metrics_linger_seconds: float = Field(0.0, ge=0, description="After the job, keep serving "
+                                          "metrics this long so the final values are scraped.")
 
 
 class WorkerSettings(DataSettings, ConnectionSettings):
-    shard_index: int = Field(0, ge=0, description="Which shard of the training split to use.")
+    shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
+                                    "unset: lease a free shard from the fedmq.shards queue.")
+    data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "
+                                           "'{shard}' becomes the shard index. Empty: --dataset.")
     worker_id: str = Field("", description="Worker name in logs and updates; empty: host-pid.")
     slowdown: float = Field(1.0, ge=1, description="Make local training this many times slower "
                                                    "(simulates a straggler).")
@@ -96,7 +109,7 @@ class WorkerSettings(DataSettings, ConnectionSettings):
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> WorkerSettings:
-        if self.shard_index >= self.num_shards:
+        if self.shard_index is not None and self.shard_index >= self.num_shards:
             raise ValueError(f"shard_index {self.shard_index} must be < num_shards "
                              f"{self.num_shards}")
         return self
@@ -106,3 +119,17 @@ class RunSettings(CoordinatorSettings):
     workers: int = Field(3, ge=1, description="Worker processes to start.")
     slow_workers: int = Field(0, ge=0, description="How many of them are stragglers.")
     slowdown: float = Field(4.0, ge=1, description="Straggler slowdown factor.")
+
+
+class WatchSettings(ConnectionSettings):
+    events: str = Field("#", description="Events to show, as a topic pattern (version, "
+                                         "evaluation, rejected, finished; # for all).")
+    max_events: int = Field(0, ge=0, description="Exit after this many events; 0: until Ctrl-C.")
+    watch_seconds: float = Field(0.0, ge=0, description="Exit after this many seconds; 0: no "
+                                                        "limit.")
+
+
+class StatusSettings(ConnectionSettings):
+    management_url: str = Field("http://guest:guest@127.0.0.1:15672",
+                                description="RabbitMQ management API URL with credentials; the "
+                                            "vhost is the one in --amqp-url.")

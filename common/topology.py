@@ -12,6 +12,8 @@ from typing import Any
 TASK_DELIVERY_LIMIT = 5      # a task that kills its worker this often goes to fedmq.dead
 UPDATE_DELIVERY_LIMIT = 10   # an update that crashes the coordinator this often goes to fedmq.dead
 MODEL_REQUEST_TTL_MS = 60_000
+UPDATE_KEY = "update"                # routing key of updates on the inbox exchange
+MODEL_REQUEST_KEY = "model.request"  # routing key of model requests on the inbox exchange
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,24 @@ class Topology:
         """Late workers ask here for the current model; the reply goes to their reply_to."""
         return self._name("model.requests")
 
+    @property
+    def inbox(self) -> str:
+        """Direct exchange: what workers send to the coordinator (updates, model requests).
+
+        Workers publish here and nowhere else, so the broker can grant them write permission on
+        this one exchange instead of the default exchange (which reaches every queue).
+        """
+        return self._name("inbox")
+
+    @property
+    def shards(self) -> str:
+        """Shard leases: one token per shard; a worker holds one unacked while it lives."""
+        return self._name("shards")
+
     def exchanges(self) -> list[ExchangeSpec]:
         return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
-                ExchangeSpec(self.dead_letter_exchange, "fanout")]
+                ExchangeSpec(self.dead_letter_exchange, "fanout"),
+                ExchangeSpec(self.inbox, "direct")]
 
     def queues(self) -> list[QueueSpec]:
         dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
@@ -82,11 +99,16 @@ class Topology:
             QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS,
                                             "x-single-active-consumer": True}),
             QueueSpec(self.dead),
+            # classic, not quorum: a lease token returns on every worker death, and a quorum
+            # queue's delivery limit would eventually dead-letter the shard
+            QueueSpec(self.shards),
         ]
 
     def bindings(self) -> list[tuple[str, str, str]]:
         """(exchange, queue, routing key) triples."""
-        return [(self.dead_letter_exchange, self.dead, "")]
+        return [(self.dead_letter_exchange, self.dead, ""),
+                (self.inbox, self.updates, UPDATE_KEY),
+                (self.inbox, self.model_requests, MODEL_REQUEST_KEY)]
 
     def all_queue_names(self) -> list[str]:
         return [q.name for q in self.queues()]

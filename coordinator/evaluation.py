@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from common import models
+from common import data, datafiles, models
+from common.settings import CoordinatorSettings
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,12 @@ class Evaluator:
         self.model.set_weights(weights)
         models.compile_for_training(self.model, learning_rate=0.1)
         self.model.save(path)
+
+
+def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The coordinator's evaluation data: its own file, else the built-in dataset's split."""
+    if settings.eval_data_path:
+        return datafiles.load(datafiles.resolve_path(settings.eval_data_path, None),
+                              settings.label_column)
+    split = data.builtin_split(settings.dataset, settings.test_fraction, settings.seed)
+    return split.x_test, split.y_test

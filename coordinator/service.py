@@ -15,19 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from common import data, models, wire
+from common import leases, models, wire
 from common.amqp import Broker, Delivery, run_with_reconnect
 from common.errors import DecodeError
 from common.messages import Event, GlobalModel, ModelRequest, WeightUpdate
 from common.settings import CoordinatorSettings, TrainingSettings
 from common.topology import Topology
 from coordinator.core import CoordinatorCore, Outcome
-from coordinator.evaluation import Evaluator, Score
+from coordinator.evaluation import Evaluator, Score, held_out
+from coordinator.progress import Progress
 from coordinator.results import History, plot_curves, write_history, write_summary
 from coordinator.strategies import FedAsync, FedAvg, FedBuff, Strategy, make_staleness
 
 log = logging.getLogger("fedmq.coordinator")
 UPDATE_PREFETCH = 16
+REPLY_TO_PREFIX = "amq.rabbitmq.reply-to"
 
 
 def make_strategy(settings: CoordinatorSettings) -> Strategy:
@@ -48,9 +50,11 @@ class CoordinatorService:
         self.settings = settings
         self.topology = Topology(settings.job)
         self.model_name = models.resolve_name(settings.model, settings.dataset)
-        split = data.builtin_split(settings.dataset, settings.test_fraction, settings.seed)
         model = models.build(self.model_name, settings.seed)
-        self.evaluator = Evaluator(model, split.x_test, split.y_test)
+        x_test, y_test = held_out(settings)
+        models.check_compatible(model, x_test, y_test)
+        self.evaluator = Evaluator(model, x_test, y_test)
+        self.progress = Progress(settings)
         weights = [np.array(w) for w in model.get_weights()]
         self.fingerprint = models.fingerprint(weights)
         training = TrainingSettings(local_epochs=settings.local_epochs,
@@ -78,7 +82,9 @@ class CoordinatorService:
         self.settings.out.mkdir(parents=True, exist_ok=True)
         self._evaluate()
         run_with_reconnect(self._session, self.stop)
-        return self._write_results()
+        summary = self._write_results()
+        self.progress.finish(self.stop)
+        return summary
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -87,6 +93,8 @@ class CoordinatorService:
         broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
                         name="fedmq-coordinator")
         try:
+            if not self.purged_at_start:  # before declaring, so no worker attaches to old leases
+                leases.refill(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
             if not self.purged_at_start:
                 self._purge_leftovers(broker)
@@ -101,6 +109,8 @@ class CoordinatorService:
                 broker.process(0.25)
             if not self.stop.is_set():
                 self._drain(broker)
+                self._event(broker, "finished", version=self.core.version,
+                            applied=self.core.applied, rejected=self.core.rejected_total)
         finally:
             broker.close()
 
@@ -146,6 +156,7 @@ class CoordinatorService:
 
     def _on_update(self, broker: Broker, delivery: Delivery) -> None:
         self.bytes_received += len(delivery.body)
+        self.progress.received()
         try:
             update = wire.decode(delivery.body, WeightUpdate, self.settings.max_message_bytes)
         except DecodeError as exc:
@@ -158,6 +169,7 @@ class CoordinatorService:
 
     def _handle_outcome(self, broker: Broker, delivery: Delivery, update: WeightUpdate | None,
                         outcome: Outcome) -> None:
+        self.progress.outcome(outcome, update)
         if outcome.kind == "rejected":
             log.warning("rejected update (%s)", outcome.reason)
             broker.publish(self.topology.dead_letter_exchange, "", delivery.body,
@@ -174,10 +186,13 @@ class CoordinatorService:
         """Record, broadcast and (every k versions) evaluate the version just made."""
         version = self.core.version
         self.history.add(version, self.elapsed(), staleness, worker_id)
+        self.progress.new_version(version, self.core.applied)
         self._broadcast(broker)
-        if version % self.settings.eval_every == 0:
-            self._evaluate()
         self._event(broker, "version", version=version, staleness=staleness, worker=worker_id)
+        if version % self.settings.eval_every == 0:
+            score = self._evaluate()
+            self._event(broker, "evaluation", version=version, accuracy=round(score.accuracy, 6),
+                        loss=round(score.loss, 6))
 
     def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
         try:
@@ -185,10 +200,16 @@ class CoordinatorService:
         except DecodeError as exc:
             log.warning("bad model request: %s", exc.reason)
         else:
-            if delivery.reply_to:
+            reply_to = delivery.reply_to or ""
+            if reply_to.startswith(REPLY_TO_PREFIX):
                 log.info("sending version %d to %s", self.core.version, request.worker_id)
-                broker.publish("", delivery.reply_to, self._model_body(),
+                broker.publish("", reply_to, self._model_body(),
                                correlation_id=delivery.correlation_id, persistent=False)
+            else:
+                # replying to any other queue would let a worker make the coordinator publish
+                # into queues the worker itself may not write to
+                log.warning("ignored model request from %s: reply_to %r is not direct reply-to",
+                            request.worker_id, reply_to)
         broker.ack(delivery)
 
     def _model_body(self) -> bytes:
@@ -224,6 +245,7 @@ class CoordinatorService:
     def _evaluate(self) -> Score:
         score = self.evaluator.score(self.core.weights)
         self.last_score = score
+        self.progress.evaluated(self.core.version, score)
         self.history.score(self.core.version, self.elapsed(), score.accuracy, score.loss)
         target = self.settings.target_accuracy
         if target is not None and self.time_to_target is None and score.accuracy >= target:
@@ -248,7 +270,8 @@ class CoordinatorService:
             "versions": self.core.version, "wall_seconds": round(self.elapsed(), 3),
             "time_to_target_s": self.time_to_target, "strategy": self.settings.strategy,
             "workers": len(self.core.workers), "worker_ids": sorted(self.core.workers),
-            "bytes_received": self.bytes_received, "dataset": self.settings.dataset,
+            "bytes_received": self.bytes_received,
+            "dataset": self.settings.eval_data_path or self.settings.dataset,
             "model": self.model_name, "mean_staleness": float(np.mean(staleness)) if staleness
             else 0.0, "max_staleness_seen": max(staleness, default=0),
             "stopped_early": self.stop.is_set(),

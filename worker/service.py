@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from common import data, models, wire
+from common import models, wire
 from common.amqp import Broker, Delivery, run_with_reconnect
 from common.errors import BrokerUnavailable, DecodeError
+from common.leases import Lease
 from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
 from common.settings import WorkerSettings
-from common.topology import Topology
+from common.topology import MODEL_REQUEST_KEY, UPDATE_KEY, Topology
+from worker import local_data
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
@@ -37,18 +39,30 @@ class WorkerService:
         self.topology = Topology(settings.job)
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         models.configure_tensorflow(settings.tf_threads)
-        x, y = data.builtin_shard(settings.dataset, settings.test_fraction, settings.seed,
-                                  settings.partition, settings.dirichlet_alpha,
-                                  settings.num_shards, settings.shard_index)
-        model = models.build(models.resolve_name(settings.model, settings.dataset), settings.seed)
-        self.fingerprint = models.fingerprint(model.get_weights())
-        self.trainer = Trainer(model, x, y, settings.slowdown, settings.train_delay_seconds)
+        self.model = models.build(models.resolve_name(settings.model, settings.dataset),
+                                  settings.seed)
+        self.fingerprint = models.fingerprint(self.model.get_weights())
+        self.leasing = local_data.needs_lease(settings)
+        self.shard: tuple[int | None, int] | None = None
+        self.trainer: Trainer | None = None
+        if not self.leasing:  # a fixed shard or a whole file: load (and check) it right away
+            self._use_shard(settings.shard_index, settings.num_shards)
         self.latest: GlobalModel | None = None
         self.training: threading.Thread | None = None
         self.stop = threading.Event()
         self.tasks_done = 0
-        log.info("worker %s holds shard %d/%d with %d examples", self.worker_id,
-                 settings.shard_index, settings.num_shards, self.trainer.num_examples)
+
+    def _use_shard(self, shard: int | None, num_shards: int) -> None:
+        """Load the training data of `shard` unless it is the one already loaded."""
+        if self.shard == (shard, num_shards):
+            return
+        loaded = local_data.load(self.settings, shard, num_shards)
+        models.check_compatible(self.model, loaded.x, loaded.y)
+        self.trainer = Trainer(self.model, loaded.x, loaded.y, self.settings.slowdown,
+                               self.settings.train_delay_seconds)
+        self.shard = (shard, num_shards)
+        log.info("worker %s trains on %s (%d examples)", self.worker_id, loaded.source,
+                 len(loaded.y))
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -62,27 +76,50 @@ class WorkerService:
         broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
                         name=f"fedmq-worker-{self.worker_id}")
         try:
-            broker.declare(self.topology)
+            lease = self._attach(broker)
+            if lease is None:
+                return
             broker.consume(broker.private_queue(self.topology.model), self._on_model,
                            prefetch=0, auto_ack=True)
-            self._fetch_model(broker)
+            self._fetch_model(broker, lease)
+            lease.check()
             consumer = broker.consume(self.topology.tasks,
                                       lambda d: self._on_task(broker, d), prefetch=1)
             while not self.stop.is_set():
                 broker.process(0.25)
+                lease.check()
             broker.cancel(consumer)
             self._finish_in_hand(broker)
         finally:
             broker.close()
 
-    def _fetch_model(self, broker: Broker) -> None:
+    def _attach(self, broker: Broker) -> Lease | None:
+        """Wait for the coordinator's topology (workers never declare it: they lack the
+        permission), then lease a shard if needed. None if stopped meanwhile."""
+        queues = [self.topology.tasks] + ([self.topology.shards] if self.leasing else [])
+        if not broker.await_declared(self.stop, queues, [self.topology.model, self.topology.inbox]):
+            return None
+        lease = Lease(broker, self.topology)
+        if self.leasing:
+            log.info("worker %s waiting for a shard lease on %s", self.worker_id,
+                     self.topology.shards)
+            token = lease.acquire(self.stop)
+            lease.check()
+            if token is None:
+                return None
+            log.info("worker %s leased shard %d/%d", self.worker_id, token.shard_index,
+                     token.num_shards)
+            self._use_shard(token.shard_index, token.num_shards)
+        return lease
+
+    def _fetch_model(self, broker: Broker, lease: Lease) -> None:
         """Ask the coordinator for the current model and wait until one arrives."""
         broker.consume(REPLY_TO, self._on_model, auto_ack=True)
         next_request = 0.0
-        while self.latest is None and not self.stop.is_set():
+        while self.latest is None and not self.stop.is_set() and not lease.revoked.is_set():
             if time.monotonic() >= next_request:
                 request = ModelRequest(worker_id=self.worker_id)
-                broker.publish("", self.topology.model_requests, wire.encode(request),
+                broker.publish(self.topology.inbox, MODEL_REQUEST_KEY, wire.encode(request),
                                reply_to=REPLY_TO, correlation_id=new_id(), persistent=False)
                 next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
             broker.process(0.25)
@@ -136,17 +173,19 @@ class WorkerService:
 
     def _train(self, broker: Broker, delivery: Delivery, task: TrainTask) -> None:
         """Training thread: never touches the broker except through call_threadsafe."""
+        trainer = self.trainer
+        assert trainer is not None, "tasks are consumed only once the data is loaded"
         try:
             model = self._model_for(task)
-            result = self.trainer.train(list(model.weights), task.local_epochs, task.batch_size,
-                                        task.learning_rate)
+            result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,
+                                   task.learning_rate)
             weights = result.weights
             if task.send_delta:
                 weights = [(w - b).astype(b.dtype) for w, b in zip(weights, model.weights,
                                                                    strict=True)]
             update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
-                                  num_examples=self.trainer.num_examples,
+                                  num_examples=trainer.num_examples,
                                   train_seconds=result.seconds, weights=tuple(weights),
                                   is_delta=task.send_delta, metrics=result.metrics)
             body = wire.encode(update)
@@ -170,7 +209,7 @@ class WorkerService:
     def _deliver(self, broker: Broker, delivery: Delivery, body: bytes, task: TrainTask) -> None:
         """I/O thread: publish the update, wait for its confirm, then ack the task."""
         self.training = None
-        broker.publish("", self.topology.updates, body)
+        broker.publish(self.topology.inbox, UPDATE_KEY, body)
         broker.ack(delivery)
         self.tasks_done += 1
         log.info("task %s done (%d so far)", task.task_id[:8], self.tasks_done)
