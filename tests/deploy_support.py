@@ -1,0 +1,77 @@
+"""Reading the deployment files as Docker would: `docker-compose config`, the Dockerfile, the
+broker's definitions and config. Shared by the unit tests (the files are right) and the
+integration tests (what the files say works against the local broker)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
+
+
+@functools.cache
+def compose_config() -> dict[str, Any]:
+    """The compose file as `docker-compose config` validates and resolves it (anchors merged)."""
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is required (Debian: apt-get install docker-compose; .ci/run does)"
+    result = subprocess.run([tool, "-f", str(COMPOSE_FILE), "config"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, f"docker-compose config refused the file:\n{result.stderr}"
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def fedmq_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the image built from this repository's Dockerfile."""
+    return {name: service for name, service in config["services"].items()
+            if Path(service.get("build", {}).get("context", "/nonexistent")) == ROOT}
+
+
+def dockerfile_instruction(name: str) -> list[str]:
+    """Every argument line of a Dockerfile instruction (FROM, USER, ENTRYPOINT, ...)."""
+    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.+)$", DOCKERFILE.read_text(),
+                                                     re.MULTILINE)]
+
+
+def entrypoint() -> list[str]:
+    (line,) = dockerfile_instruction("ENTRYPOINT")
+    parsed: list[str] = json.loads(line)
+    return parsed
+
+
+def definitions() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DEFINITIONS.read_text())
+    return loaded
+
+
+def rabbitmq_conf() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in RABBITMQ_CONF.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt[4] + sha256(salt + password))."""
+    raw = base64.b64decode(password_hash)
+    salt, digest = raw[:4], raw[4:]
+    return hashlib.sha256(salt + password.encode()).digest() == digest
+
+
+def credentials(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.username or "", parts.password or ""

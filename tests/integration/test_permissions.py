@@ -1,0 +1,129 @@
+"""The compose file's users and permissions, loaded into the local broker (a vhost of their own):
+a worker may read tasks, the model and its shard lease and write updates, and nothing else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from common import wire
+from common.amqp import Broker, BrokerRefused
+from common.messages import Event
+from common.topology import UPDATE_KEY, Topology
+from tests.deploy_support import compose_config, credentials, fedmq_services
+from tests.integration.vhost import LoadedDefinitions, definitions_in_fresh_vhost
+
+pytestmark = pytest.mark.integration
+TOPOLOGY = Topology()  # the plain names, as in the compose file: the vhost isolates the test
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Iterator[LoadedDefinitions]:
+    with definitions_in_fresh_vhost() as definitions:
+        yield definitions
+
+
+def url_of(loaded: LoadedDefinitions, service: str) -> str:
+    """The AMQP URL a compose service uses, pointed at the test vhost."""
+    env = fedmq_services(compose_config())[service]["environment"]
+    return loaded.rewrite_url(env["FEDMQ_AMQP_URL"])
+
+
+@pytest.fixture(scope="module")
+def declared(loaded: LoadedDefinitions) -> None:
+    """The coordinator's user declares the whole topology, as the coordinator does at start."""
+    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
+    try:
+        coordinator.declare(TOPOLOGY)
+    finally:
+        coordinator.close()
+
+
+def refusal(url: str, action: Callable[[Broker], object]) -> BrokerRefused | None:
+    """What the broker says when `action` runs on a fresh connection (None: it was allowed)."""
+    broker = Broker(url, name="fedmq-test-permissions")
+    try:
+        action(broker)
+    except BrokerRefused as exc:
+        return exc
+    finally:
+        broker.close()
+    return None
+
+
+def test_the_worker_is_refused_updates_and_the_model_exchange(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    worker = url_of(loaded, "worker")
+    # When the worker's user consumes the updates queue, or publishes a model version
+    consume_updates = refusal(worker, lambda b: b.consume(TOPOLOGY.updates, lambda d: None))
+    publish_model = refusal(worker, lambda b: b.publish(TOPOLOGY.model, "", b"forged model"))
+    # Then the broker refuses both with ACCESS_REFUSED
+    for refused in (consume_updates, publish_model):
+        assert refused is not None and refused.code == 403, refused
+        assert "ACCESS_REFUSED" in refused.text
+
+
+def test_the_worker_cannot_reach_other_queues_or_change_the_topology(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    worker = url_of(loaded, "worker")
+    attempts = {
+        "forge a task via the default exchange":
+            lambda b: b.publish("", TOPOLOGY.tasks, b"forged task"),
+        "read the dead letters": lambda b: b.consume(TOPOLOGY.dead, lambda d: None),
+        "read the model requests":
+            lambda b: b.consume(TOPOLOGY.model_requests, lambda d: None),
+        "listen to the events": lambda b: b.private_queue(TOPOLOGY.events),
+        "declare the topology": lambda b: b.declare(TOPOLOGY),
+        "delete the tasks queue": lambda b: b.delete_queue(TOPOLOGY.tasks),
+    }
+    for what, action in attempts.items():
+        refused = refusal(worker, action)
+        assert refused is not None and refused.code == 403, what
+
+
+def test_the_worker_can_do_everything_its_job_needs(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    broker = Broker(url_of(loaded, "worker"), name="fedmq-test-worker")
+    try:
+        # the topology is there (passive checks need no permission)
+        assert broker.await_declared(threading.Event(), [TOPOLOGY.tasks, TOPOLOGY.shards],
+                                     [TOPOLOGY.model, TOPOLOGY.inbox])
+        broker.consume(broker.private_queue(TOPOLOGY.model), lambda d: None, auto_ack=True)
+        broker.consume("amq.rabbitmq.reply-to", lambda d: None, auto_ack=True)
+        broker.consume(TOPOLOGY.shards, lambda d: None)
+        broker.consume(TOPOLOGY.tasks, lambda d: None)
+        broker.publish(TOPOLOGY.inbox, UPDATE_KEY, b"an update")
+    finally:
+        broker.close()
+    # and its update reached the updates queue
+    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
+    try:
+        assert coordinator.queue_depth(TOPOLOGY.updates)[0] == 1
+        coordinator.purge(TOPOLOGY.updates)
+    finally:
+        coordinator.close()
+
+
+def test_the_observer_sees_events_and_nothing_else(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    observer = url_of(loaded, "monitor")
+    assert credentials(observer)[0] == loaded.users["fedmq-observer"]
+    seen: list[Event] = []
+
+    def watch_one(broker: Broker) -> None:
+        queue = broker.private_queue(TOPOLOGY.events, routing_key="#")
+        broker.consume(queue, lambda d: seen.append(wire.decode(d.body, Event)), auto_ack=True)
+        coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
+        try:
+            coordinator.publish(TOPOLOGY.events, "version",
+                                wire.encode(Event(name="version", job="")), persistent=False)
+        finally:
+            coordinator.close()
+        broker.process(0.5)
+
+    assert refusal(observer, watch_one) is None
+    assert [event.name for event in seen] == ["version"]
+    assert refusal(observer, lambda b: b.consume(TOPOLOGY.tasks, lambda d: None)) is not None
+    assert refusal(observer, lambda b: b.publish(TOPOLOGY.inbox, UPDATE_KEY, b"x")) is not None

@@ -1,0 +1,131 @@
+"""The deployment files say what the issue asks: `docker-compose config` accepts the compose file;
+the broker gets the management image, a healthcheck, definitions with one user per role; workers
+scale; the image is a slim Python with CPU TensorFlow, a non-root user, the `fedmq` entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+
+from tests.deploy_support import (
+    ROOT,
+    compose_config,
+    credentials,
+    definitions,
+    dockerfile_instruction,
+    entrypoint,
+    fedmq_services,
+    password_matches,
+    rabbitmq_conf,
+)
+
+ROLE_USERS = {"coordinator": "fedmq-coordinator", "worker": "fedmq-worker",
+              "monitor": "fedmq-observer"}
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return compose_config()
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a service's volumes, as `docker-compose config` prints them."""
+    result = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        result[target] = source
+    return result
+
+
+def test_the_broker_is_the_official_management_image_with_a_healthcheck(
+        config: dict[str, Any]) -> None:
+    broker = config["services"]["rabbitmq"]
+    image, _, tag = broker["image"].partition(":")
+    assert image == "rabbitmq" and tag.endswith("-management")
+    assert int(tag.split(".")[0]) >= 4, "a current (4.x) RabbitMQ"
+    assert broker["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert any(p["target"] == 15672 for p in broker["ports"]), "the management UI is published"
+
+
+def test_the_broker_loads_the_definitions_and_limits_message_size(config: dict[str, Any]) -> None:
+    broker_mounts = mounts(config["services"]["rabbitmq"])
+    conf = rabbitmq_conf()
+    assert conf["definitions.import_backend"] == "local_filesystem"
+    definitions_target = conf["definitions.local.path"]
+    assert broker_mounts[definitions_target] == str(ROOT / "deploy/rabbitmq/definitions.json")
+    assert PurePosixPath("/etc/rabbitmq/conf.d") in {PurePosixPath(t).parent
+                                                     for t in broker_mounts}
+    max_size = int(conf["max_message_size"])
+    for service in fedmq_services(config).values():
+        declared = service["environment"].get("FEDMQ_MAX_MESSAGE_BYTES")
+        assert declared is None or int(declared) <= max_size
+
+
+def test_definitions_have_one_user_per_role_with_the_compose_passwords(
+        config: dict[str, Any]) -> None:
+    users = {u["name"]: u for u in definitions()["users"]}
+    assert set(users) == {"fedmq-admin", *ROLE_USERS.values()}
+    assert users["fedmq-admin"]["tags"] == ["administrator"]
+    assert users["fedmq-worker"]["tags"] == [] and users["fedmq-coordinator"]["tags"] == []
+    services = fedmq_services(config)
+    for service_name, user in ROLE_USERS.items():
+        name, password = credentials(services[service_name]["environment"]["FEDMQ_AMQP_URL"])
+        assert name == user, f"{service_name} connects as its own role's user"
+        assert password_matches(users[user]["password_hash"], password), user
+    vhosts = {p["vhost"] for p in definitions()["permissions"]}
+    assert vhosts == {"fedmq"} and {"name": "fedmq"} in definitions()["vhosts"]
+
+
+def test_worker_permissions_are_least_privilege() -> None:
+    worker = next(p for p in definitions()["permissions"] if p["user"] == "fedmq-worker")
+    assert worker["configure"] == r"^amq\.gen-.*$", "workers declare only their private queues"
+    assert "amq\\.default" not in worker["write"], "the default exchange reaches every queue"
+    for granted in ("tasks", "model", "shards"):
+        assert granted in worker["read"]
+    for refused in ("updates", "dead", "events"):
+        assert refused not in worker["read"] + worker["write"]
+
+
+def test_the_worker_service_scales(config: dict[str, Any]) -> None:
+    worker = config["services"]["worker"]
+    for fixed in ("container_name", "ports", "hostname"):
+        assert fixed not in worker, f"{fixed} would stop `--scale worker=N`"
+    assert "FEDMQ_SHARD_INDEX" not in worker["environment"], "replicas lease their shards"
+    assert worker["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_the_coordinator_keeps_its_results_in_a_volume(config: dict[str, Any]) -> None:
+    coordinator = config["services"]["coordinator"]
+    out = PurePosixPath(coordinator["environment"]["FEDMQ_OUT"])
+    targets = [PurePosixPath(t) for t in mounts(coordinator)]
+    assert any(out == t or t in out.parents for t in targets)
+    assert coordinator["environment"]["FEDMQ_METRICS_ADDRESS"] == "0.0.0.0"
+    assert coordinator["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_the_image_is_slim_cpu_only_non_root_with_the_fedmq_entry_point() -> None:
+    (base,) = dockerfile_instruction("FROM")
+    assert base.startswith("python:") and "-slim" in base and "latest" not in base
+    assert entrypoint() == ["fedmq"]
+    users = dockerfile_instruction("USER")
+    assert users and users[-1] not in ("root", "0")
+    (tensorflow_arg,) = dockerfile_instruction("ARG")
+    assert tensorflow_arg.startswith("TENSORFLOW=tensorflow-cpu==")
+
+
+def test_the_image_installs_cpu_tensorflow_and_every_other_dependency_unchanged() -> None:
+    result = subprocess.run([sys.executable, "deploy/image_requirements.py",
+                             "tensorflow-cpu==2.21.0"], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    lines = result.stdout.split()
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "tensorflow-cpu==2.21.0" in lines
+    assert not [line for line in lines if line.startswith("tensorflow") and "cpu" not in line]
+    assert sorted(lines) == sorted(["tensorflow-cpu==2.21.0"] + [
+        d for d in declared if not d.startswith("tensorflow")])
