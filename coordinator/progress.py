@@ -43,10 +43,10 @@ class ScalarLog:
 class Progress:
     """Metrics and TensorBoard scalars of one coordinator run."""
 
-    def __init__(self, settings: CoordinatorSettings) -> None:
+    def __init__(self, settings: CoordinatorSettings, scalars: ScalarLog | None = None) -> None:
         self.settings = settings
         self.metrics = CoordinatorMetrics()
-        self.scalars = ScalarLog(settings.out / TENSORBOARD_DIR)
+        self.scalars = scalars or ScalarLog(settings.out / TENSORBOARD_DIR)
         self.accepted = 0  # updates accepted so far: the step of per-update scalars
         self.applied = 0
         if settings.metrics_port:
