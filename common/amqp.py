@@ -11,18 +11,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
-from common.errors import BrokerUnavailable, FedmqError
+from common.errors import BrokerUnavailable, ConfigError, FedmqError
 from common.topology import Topology
+
+if TYPE_CHECKING:
+    from common.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,6 +171,14 @@ class Broker:
                 self.process(left)  # returns early once after a closed channel
         return False
 
+    def declare_queue(self, name: str, bind_to: str | None = None, *,
+                      durable: bool = True) -> None:
+        """Declare a plain classic queue, optionally bound to an exchange (tools and tests)."""
+        with _translated():
+            self._channel.queue_declare(name, durable=durable)
+            if bind_to is not None:
+                self._channel.queue_bind(name, bind_to)
+
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
         with _translated():
@@ -271,6 +285,29 @@ class Broker:
         with contextlib.suppress(Exception):
             if self._connection.is_open:
                 self._connection.close()
+
+
+def tls_options(url: str, ca_file: Path | None = None, cert_file: Path | None = None,
+                key_file: Path | None = None) -> Any | None:
+    """pika SSL options for an amqps:// URL: verify the broker against `ca_file` (or the system
+    CAs) and its host name, and present a client certificate if one is given; None for amqp://."""
+    if not url.startswith("amqps://"):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert_file is not None:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files: {exc}") from None
+    return pika.SSLOptions(context, server_hostname=urlsplit(url).hostname)
+
+
+def connect(settings: ConnectionSettings, name: str) -> Broker:
+    """A Broker for the URL, heartbeat and TLS files of `settings`."""
+    options = tls_options(settings.amqp_url, settings.tls_ca_file, settings.tls_cert_file,
+                          settings.tls_key_file)
+    return Broker(settings.amqp_url, heartbeat=settings.heartbeat, name=name,
+                  ssl_options=options)
 
 
 def run_with_reconnect(session: Callable[[], T], stop: threading.Event, *,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from common.errors import ConfigError
+from common.keys_cli import keys
 from common.settings import (
     CoordinatorSettings,
     RunSettings,
@@ -48,7 +49,12 @@ def settings_options(cls: type[BaseSettings]) -> Callable[[F], F]:
         for name, info in reversed(list(cls.model_fields.items())):
             default = info.default if info.default is not None else "unset"
             help_text = (f"{info.description} [env FEDMQ_{name.upper()}; default {default}]")
-            command = click.option(f"--{name.replace('_', '-')}", name, default=None,
+            flag = f"--{name.replace('_', '-')}"
+            if info.annotation is bool:  # an on/off switch rather than an option taking a value
+                command = click.option(f"{flag}/--no-{flag[2:]}", name, default=None,
+                                       help=help_text)(command)
+                continue
+            command = click.option(flag, name, default=None,
                                    type=_click_type(info.annotation), help=help_text)(command)
         return command
 
@@ -184,6 +190,9 @@ def status(**flags: Any) -> None:
         click.echo(render(settings))
     except (FedmqError, requests.HTTPError) as exc:
         raise click.ClickException(f"cannot read the management API: {exc}") from None
+
+
+main.add_command(keys)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
+from common import sealing
+from common.errors import ConfigError
 from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
 
 log = logging.getLogger("fedmq.run")
@@ -53,16 +55,41 @@ def worker_envs(settings: RunSettings) -> list[dict[str, str]]:
     return envs
 
 
+def throwaway_keys(settings: RunSettings) -> dict[str, Any]:
+    """--sealed: an identity per process in <out>/keys (made once) and the registry of workers."""
+    directory = settings.out / "keys"
+    names = ["coordinator"] + [f"worker-{i}" for i in range(settings.workers)]
+    for name in names:
+        if not (directory / f"{name}.key").exists():
+            sealing.save_identity(sealing.Identity.generate(name), directory)
+    registry = sealing.Registry()
+    for name in names[1:]:
+        registry.add(sealing.load_public(directory / f"{name}.pub"))
+    registry.save(directory / "registry.json")
+    return {"identity": directory / "coordinator.key", "registry": directory / "registry.json"}
+
+
+def seal_worker_env(env: dict[str, str], settings: RunSettings) -> dict[str, str]:
+    keys = settings.out / "keys"
+    return env | {"FEDMQ_IDENTITY": str(keys / f"{env['FEDMQ_WORKER_ID']}.key"),
+                  "FEDMQ_COORDINATOR_KEY": str(keys / "coordinator.pub")}
+
+
 def run_local(settings: RunSettings) -> dict[str, Any]:
     """Start everything, wait for the coordinator, stop the workers, return the summary."""
+    if settings.identity is not None:
+        raise ConfigError("fedmq run makes its own keys: use --sealed instead of --identity")
     overrides: dict[str, Any] = {"num_shards": settings.workers}
     if "concurrency" not in settings.model_fields_set:
         overrides["concurrency"] = settings.workers
     settings = settings.model_copy(update=overrides)
     logs = settings.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    workers = [_spawn("worker", env, logs / f"worker-{i}.log")
-               for i, env in enumerate(worker_envs(settings))]
+    envs = worker_envs(settings)
+    if settings.sealed:
+        settings = settings.model_copy(update=throwaway_keys(settings))
+        envs = [seal_worker_env(env, settings) for env in envs]
+    workers = [_spawn("worker", env, logs / f"worker-{i}.log") for i, env in enumerate(envs)]
     log.info("started %d workers (logs in %s)", len(workers), logs)
     coordinator = _spawn("coordinator", to_env(settings, CoordinatorSettings), None)
     try:

@@ -34,8 +34,10 @@ class TrainTask:
     local_epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 0.5
-    send_delta: bool = False
+    send_delta: bool = False          # reply with trained - base instead of the trained weights
     issued_at: float = field(default_factory=time.time)
+    dp_clip_norm: float = 0.0         # > 0: clip the delta's global L2 norm to this (local DP)
+    dp_noise_multiplier: float = 0.0  # > 0: add N(0, (multiplier * clip)^2) to every coordinate
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class WeightUpdate:
     """A worker's result: the trained weights (or their delta) and how they were obtained."""
 
     KIND: ClassVar[str] = "weight_update"
-    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights",)
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights", "metrics")  # training metrics can leak too
 
     update_id: str
     worker_id: str

@@ -30,6 +30,32 @@ class ConnectionSettings(_Base):
     max_message_bytes: int = Field(16 * MiB, gt=0,
                                    description="Largest message body accepted or sent.")
     log_level: str = Field("INFO", description="Python logging level.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signed the broker's "
+                                     "certificate (amqps:// URLs); unset: the system CAs.")
+    tls_cert_file: Path | None = Field(None, description="Client certificate (PEM) for brokers "
+                                       "that require one (mutual TLS).")
+    tls_key_file: Path | None = Field(None, description="Private key (PEM) of --tls-cert-file.")
+
+    @model_validator(mode="after")
+    def _tls_files_need_amqps(self) -> ConnectionSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        uses_tls = self.tls_ca_file or self.tls_cert_file
+        if uses_tls and not self.amqp_url.startswith("amqps://"):
+            raise ValueError("TLS files are set but amqp_url is not amqps://")
+        return self
+
+
+class IdentitySettings(_Base):
+    identity: Path | None = Field(None, description="This process's private identity file "
+                                  "(fedmq keys generate). Set: messages are signed and updates "
+                                  "and models sealed end to end.")
+
+
+class PrivacyBudgetSettings(_Base):
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="Delta at which epsilon is reported.")
+    dp_epsilon_budget: float | None = Field(
+        None, gt=0, description="Stop before any worker's epsilon would exceed this.")
 
 
 class DataSettings(_Base):
@@ -52,7 +78,18 @@ class TrainingSettings(_Base):
     learning_rate: float = Field(0.5, gt=0, description="Local SGD learning rate.")
 
 
-class CoordinatorSettings(TrainingSettings, DataSettings, ConnectionSettings):
+class RobustSettings(_Base):
+    aggregator: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum"] = Field(
+        "mean", description="FedBuff: how a full buffer is combined (robust rules against "
+                            "poisoned updates).")
+    byzantine_f: int = Field(1, ge=0, description="FedBuff: attackers tolerated per buffer: "
+                                                  "Krum's f, trimmed per end by trimmed_mean.")
+    norm_bound: float = Field(0.0, ge=0, description="FedBuff: > 0 clips every buffered delta to "
+                                                     "this L2 norm before aggregating.")
+
+
+class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySettings,
+                          TrainingSettings, DataSettings, ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
         "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
                                 "fedbuff (buffer K deltas), fedavg (synchronous rounds).")
@@ -91,9 +128,36 @@ class CoordinatorSettings(TrainingSettings, DataSettings, ConnectionSettings):
                                                           "on (0.0.0.0 in a container).")
     metrics_linger_seconds: float = Field(0.0, ge=0, description="After the job, keep serving "
                                           "metrics this long so the final values are scraped.")
+    registry: Path | None = Field(None, description="Registered worker keys (fedmq keys "
+                                  "register); required with --identity.")
+    dp_clip_norm: float = Field(0.0, ge=0, description="> 0: workers clip each update delta to "
+                                                       "this L2 norm (local DP).")
+    dp_noise_multiplier: float = Field(0.0, ge=0, description="> 0: workers add Gaussian noise "
+                                       "of std multiplier * clip norm to each delta.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CoordinatorSettings:
+        if self.identity is not None and self.registry is None:
+            raise ValueError("a sealed coordinator (identity) needs a worker registry")
+        if self.dp_noise_multiplier > 0 and self.dp_clip_norm <= 0:
+            raise ValueError("dp_noise_multiplier needs dp_clip_norm > 0")
+        if self.dp_epsilon_budget is not None and self.dp_noise_multiplier <= 0:
+            raise ValueError("dp_epsilon_budget needs dp_noise_multiplier > 0")
+        self._check_robust()
+        return self
+
+    def _check_robust(self) -> None:
+        f, size = self.byzantine_f, self.buffer_size
+        if (self.aggregator != "mean" or self.norm_bound > 0) and self.strategy != "fedbuff":
+            raise ValueError("aggregator and norm_bound act on a buffer: use strategy fedbuff")
+        if self.aggregator in ("krum", "multi_krum") and size < 2 * f + 3:
+            raise ValueError(f"{self.aggregator} tolerating f={f} needs buffer_size >= 2f+3 = "
+                             f"{2 * f + 3}, got {size}")
+        if self.aggregator == "trimmed_mean" and 2 * f >= size:
+            raise ValueError(f"trimmed_mean cannot trim {f} from each end of {size} updates")
 
 
-class WorkerSettings(DataSettings, ConnectionSettings):
+class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
                                     "unset: lease a free shard from the fedmq.shards queue.")
     data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "
@@ -106,9 +170,18 @@ class WorkerSettings(DataSettings, ConnectionSettings):
     shutdown_grace: float = Field(30.0, ge=0, description="On SIGTERM, how long to finish the "
                                                           "task in hand before handing it back.")
     tf_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads.")
+    coordinator_key: Path | None = Field(None, description="The coordinator's public identity "
+                                         "(.pub); required with --identity.")
+    attack: Literal["none", "sign_flip", "scale", "random", "nan"] = Field(
+        "none", description="Attack simulation (tests, benchmarks): send -factor*delta, "
+                            "factor*delta, random noise of factor*|delta|, or NaN.")
+    attack_factor: float | None = Field(None, gt=0, description="Factor of --attack; unset: 10 "
+                                        "for sign_flip and random, 100 for scale.")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> WorkerSettings:
+        if self.identity is not None and self.coordinator_key is None:
+            raise ValueError("a sealed worker (identity) needs the coordinator's public key")
         if self.shard_index is not None and self.shard_index >= self.num_shards:
             raise ValueError(f"shard_index {self.shard_index} must be < num_shards "
                              f"{self.num_shards}")
@@ -119,6 +192,8 @@ class RunSettings(CoordinatorSettings):
     workers: int = Field(3, ge=1, description="Worker processes to start.")
     slow_workers: int = Field(0, ge=0, description="How many of them are stragglers.")
     slowdown: float = Field(4.0, ge=1, description="Straggler slowdown factor.")
+    sealed: bool = Field(False, description="Generate throwaway keys in <out>/keys and run "
+                                            "with sealed, signed messages.")
 
 
 class WatchSettings(ConnectionSettings):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from common import wire
-from common.amqp import Broker, Delivery, run_with_reconnect
+from common.amqp import Delivery, connect, run_with_reconnect
 from common.errors import DecodeError
 from common.messages import Event
 from common.settings import WatchSettings
@@ -49,8 +49,7 @@ class Watcher:
         return self.seen
 
     def _session(self) -> None:
-        broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
-                        name="fedmq-watch")
+        broker = connect(self.settings, "fedmq-watch")
         try:
             if not broker.await_declared(self.stop, exchanges=[self.topology.events]):
                 return

@@ -12,12 +12,14 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 import numpy as np
 
+from common import sealing
 from common.errors import DecodeError
 from common.messages import MESSAGE_TYPES, Message
 
@@ -158,6 +160,57 @@ def decode(body: bytes, expect: type[T] | None = None, max_bytes: int = DEFAULT_
     if expect is not None and not isinstance(message, expect):
         raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
     return typing.cast(T, message)
+
+
+# ---------------------------------------------------------------- sealed messages
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def seal_context(envelope: Envelope) -> bytes:
+    """The bytes a seal signs and binds besides the payload: schema, kind and sorted header."""
+    return msgpack.packb([envelope.schema, envelope.kind, _canonical(envelope.header)],
+                         use_bin_type=True)
+
+
+def encode_sealed(message: Message, signer: sealing.Identity,
+                  recipients: Mapping[str, Any] | None = None) -> bytes:
+    """Message to bytes, signed by `signer` and (with recipients) its payload encrypted to them.
+
+    `recipients` maps names to X25519 public keys; None or empty signs without encrypting.
+    """
+    envelope = to_envelope(message)
+    payload, seal = sealing.seal(envelope.payload, seal_context(envelope), signer, recipients)
+    return pack_envelope(dataclasses.replace(envelope, payload=payload,
+                                             extra={"seal": seal.to_wire()}))
+
+
+def decode_sealed(body: bytes, expect: type[T], *, trusted: Mapping[str, Any],
+                  me: sealing.Identity | None = None,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
+    """Verify the signer against `trusted` (name -> Ed25519 public key), decrypt, decode.
+
+    Raises SealError (unsealed, unknown signer, bad signature, not for us, undecryptable) before
+    any payload byte is parsed, or DecodeError for a malformed message.
+    """
+    envelope = unpack_envelope(body, max_bytes)
+    if set(envelope.extra) != {"seal"}:
+        raise sealing.SealError("unsealed", "message carries no seal (or unknown outer fields)")
+    seal = sealing.Seal.from_wire(envelope.extra["seal"])
+    context = seal_context(envelope)
+    sealing.verify(envelope.payload, context, seal, trusted)
+    if seal.encrypted and me is None:
+        raise sealing.SealError("not_a_recipient", "encrypted message, but no key to open it")
+    payload = sealing.unseal(envelope.payload, context, seal, me) if me else envelope.payload
+    message = from_envelope(dataclasses.replace(envelope, payload=payload, extra={}), max_bytes)
+    if not isinstance(message, expect):
+        raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
+    return message, seal
 
 
 def _to_wire(value: Any) -> Any:

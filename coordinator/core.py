@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class CoordinatorCore:
     applied: int = 0  # updates reflected in the global model (a FedBuff flush adds K)
     workers: set[str] = field(default_factory=set)
     staleness_seen: list[int] = field(default_factory=list)
+    task_options: dict[str, Any] = field(default_factory=dict)  # extra TrainTask fields
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -56,7 +57,7 @@ class CoordinatorCore:
                          local_epochs=self.training.local_epochs,
                          batch_size=self.training.batch_size,
                          learning_rate=self.training.learning_rate,
-                         send_delta=self.strategy.wants_delta)
+                         send_delta=self.strategy.wants_delta, **self.task_options)
         self.issued.add(task.task_id)
         self.in_flight[task.task_id] = time.time()
         return task
@@ -64,6 +65,14 @@ class CoordinatorCore:
     def reject_undecodable(self, reason: str) -> Outcome:
         self.rejected["decode_error"] += 1
         return Outcome("rejected", self.version, code="decode_error", reason=reason)
+
+    def reject(self, exc: RejectedUpdate, task_id: str | None = None) -> Outcome:
+        """Count an update refused before `handle` (sealed-mode and privacy checks); the task it
+        names is no longer in flight, so another one is issued in its place."""
+        self.rejected[exc.code] += 1
+        if task_id is not None:
+            self.in_flight.pop(task_id, None)
+        return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
 
     def handle(self, update: WeightUpdate) -> Outcome:
         """Validate an update and fold it in; never raises for bad input."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id"]
+HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id",
+                  "epsilon"]
 
 
 @dataclass
@@ -19,17 +20,19 @@ class History:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, version: int, wall_seconds: float, staleness: int | None,
-            worker_id: str = "") -> None:
+            worker_id: str = "", epsilon: float | None = None) -> None:
+        """A new version; `epsilon` is the largest privacy loss of any worker so far (DP on)."""
         self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
                           "accuracy": "", "loss": "", "staleness": staleness,
-                          "worker_id": worker_id})
+                          "worker_id": worker_id, "epsilon": "" if epsilon is None else epsilon})
 
     def score(self, version: int, wall_seconds: float, accuracy: float, loss: float) -> None:
         """Attach an evaluation to its version's row (adding one for version 0 or a re-score)."""
         row = next((r for r in reversed(self.rows) if r["version"] == version), None)
         if row is None:
             self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
-                              "accuracy": "", "loss": "", "staleness": "", "worker_id": ""})
+                              "accuracy": "", "loss": "", "staleness": "", "worker_id": "",
+                              "epsilon": ""})
             row = self.rows[-1]
         row["accuracy"], row["loss"] = round(accuracy, 6), round(loss, 6)
 

@@ -16,15 +16,17 @@ from typing import Any
 import numpy as np
 
 from common import leases, models, wire
-from common.amqp import Broker, Delivery, run_with_reconnect
-from common.errors import DecodeError
+from common.amqp import Broker, Delivery, connect, run_with_reconnect
+from common.errors import DecodeError, RejectedUpdate
 from common.messages import Event, GlobalModel, ModelRequest, WeightUpdate
 from common.settings import CoordinatorSettings, TrainingSettings
 from common.topology import Topology
 from coordinator.core import CoordinatorCore, Outcome
 from coordinator.evaluation import Evaluator, Score, held_out
+from coordinator.intake import Intake
 from coordinator.progress import Progress
 from coordinator.results import History, plot_curves, write_history, write_summary
+from coordinator.robust import RobustConfig
 from coordinator.strategies import FedAsync, FedAvg, FedBuff, Strategy, make_staleness
 
 log = logging.getLogger("fedmq.coordinator")
@@ -34,13 +36,21 @@ REPLY_TO_PREFIX = "amq.rabbitmq.reply-to"
 
 def make_strategy(settings: CoordinatorSettings) -> Strategy:
     if settings.strategy == "fedbuff":
+        robust = RobustConfig(settings.aggregator, settings.byzantine_f, settings.norm_bound)
         return FedBuff(buffer_size=settings.buffer_size, server_lr=settings.server_lr,
                        momentum=settings.server_momentum,
-                       weight_by_examples=settings.weight_by_examples)
+                       weight_by_examples=settings.weight_by_examples,
+                       robust=None if robust.is_plain_mean else robust)
     if settings.strategy == "fedavg":
         return FedAvg(cohort=settings.concurrency)
     staleness = make_staleness(settings.staleness, settings.staleness_a, settings.staleness_b)
     return FedAsync(alpha=settings.alpha, staleness_fn=staleness)
+
+
+def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
+    """TrainTask fields beyond the training settings: local differential privacy."""
+    return {"dp_clip_norm": settings.dp_clip_norm,
+            "dp_noise_multiplier": settings.dp_noise_multiplier}
 
 
 class CoordinatorService:
@@ -64,7 +74,10 @@ class CoordinatorService:
         self.core = CoordinatorCore(weights=weights, strategy=strategy,
                                     max_staleness=0 if strategy.synchronous
                                     else settings.max_staleness,
-                                    training=training, job=settings.job)
+                                    training=training, job=settings.job,
+                                    task_options=task_options(settings))
+        self.intake = Intake.from_settings(settings)
+        self.stop_reason: str | None = None
         self.history = History()
         self.stop = threading.Event()
         self.started = time.monotonic()
@@ -90,8 +103,7 @@ class CoordinatorService:
         return time.monotonic() - self.started
 
     def _session(self) -> None:
-        broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
-                        name="fedmq-coordinator")
+        broker = connect(self.settings, "fedmq-coordinator")
         try:
             if not self.purged_at_start:  # before declaring, so no worker attaches to old leases
                 leases.refill(broker, self.topology, self.settings.num_shards)
@@ -138,7 +150,20 @@ class CoordinatorService:
         reached = settings.stop_at_target and self.time_to_target is not None
         out_of_time = settings.max_seconds is not None and self.workers_ready and \
             self.elapsed() >= settings.max_seconds
-        return reached or out_of_time or self.core.applied >= settings.max_updates
+        return reached or out_of_time or self.core.applied >= settings.max_updates or \
+            self._out_of_budget()
+
+    def _out_of_budget(self) -> bool:
+        ledger = self.intake.ledger
+        exceeding = ledger.next_exceeds() if ledger is not None else None
+        if exceeding is not None and self.stop_reason is None:
+            self.stop_reason = (f"privacy budget: one more update from {exceeding[0]} would "
+                                f"spend epsilon {exceeding[1]:.3f} > budget "
+                                f"{self.settings.dp_epsilon_budget} (delta "
+                                f"{self.settings.dp_delta}); stopping at version "
+                                f"{self.core.version}")
+            log.warning("%s", self.stop_reason)
+        return exceeding is not None
 
     def _drain(self, broker: Broker) -> None:
         """Stop issuing; wait (bounded) for updates of tasks that workers already started."""
@@ -158,9 +183,12 @@ class CoordinatorService:
         self.bytes_received += len(delivery.body)
         self.progress.received()
         try:
-            update = wire.decode(delivery.body, WeightUpdate, self.settings.max_message_bytes)
+            update = self.intake.open_update(delivery.body, self.core.issued)
         except DecodeError as exc:
             outcome = self.core.reject_undecodable(exc.reason)
+            self._handle_outcome(broker, delivery, None, outcome)
+        except RejectedUpdate as exc:
+            outcome = self.core.reject(exc, self.intake.task_of(delivery.body))
             self._handle_outcome(broker, delivery, None, outcome)
         else:
             self._handle_outcome(broker, delivery, update, self.core.handle(update))
@@ -185,10 +213,12 @@ class CoordinatorService:
     def _new_version(self, broker: Broker, staleness: int | None, worker_id: str) -> None:
         """Record, broadcast and (every k versions) evaluate the version just made."""
         version = self.core.version
-        self.history.add(version, self.elapsed(), staleness, worker_id)
+        epsilon = self.intake.epsilon()
+        self.history.add(version, self.elapsed(), staleness, worker_id, epsilon=epsilon)
         self.progress.new_version(version, self.core.applied)
         self._broadcast(broker)
-        self._event(broker, "version", version=version, staleness=staleness, worker=worker_id)
+        self._event(broker, "version", version=version, staleness=staleness, worker=worker_id,
+                    epsilon=epsilon)
         if version % self.settings.eval_every == 0:
             score = self._evaluate()
             self._event(broker, "evaluation", version=version, accuracy=round(score.accuracy, 6),
@@ -213,8 +243,9 @@ class CoordinatorService:
         broker.ack(delivery)
 
     def _model_body(self) -> bytes:
-        return wire.encode(GlobalModel(version=self.core.version, fingerprint=self.fingerprint,
-                                       weights=tuple(self.core.weights)))
+        return self.intake.encode_model(GlobalModel(
+            version=self.core.version, fingerprint=self.fingerprint,
+            weights=tuple(self.core.weights)))
 
     def _broadcast(self, broker: Broker) -> None:
         broker.publish(self.topology.model, "", self._model_body(), persistent=False)
@@ -234,7 +265,7 @@ class CoordinatorService:
             return
         while len(self.core.in_flight) < min(self.settings.concurrency, wanted):
             task = self.core.issue_task()
-            broker.publish("", self.topology.tasks, wire.encode(task))
+            broker.publish("", self.topology.tasks, self.intake.encode_task(task))
 
     def _event(self, broker: Broker, name: str, **fields: Any) -> None:
         event = Event(name=name, job=self.settings.job, fields=fields)
@@ -274,7 +305,9 @@ class CoordinatorService:
             "dataset": self.settings.eval_data_path or self.settings.dataset,
             "model": self.model_name, "mean_staleness": float(np.mean(staleness)) if staleness
             else 0.0, "max_staleness_seen": max(staleness, default=0),
-            "stopped_early": self.stop.is_set(),
+            "stopped_early": self.stop.is_set(), "stop_reason": self.stop_reason,
+            "sealed": self.intake.gate is not None, "epsilon": self.intake.epsilon(),
+            "dp_delta": self.settings.dp_delta if self.intake.ledger else None,
         }
         write_summary(out, summary)
         log.info("finished: %s", {k: summary[k] for k in ("final_accuracy", "updates_applied",

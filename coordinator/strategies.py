@@ -12,6 +12,7 @@ Staleness t = current_version - base_version.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from coordinator.robust import RobustConfig
+
+log = logging.getLogger("fedmq.coordinator")
 Arrays = list[np.ndarray]
 StalenessFn = Callable[[int], float]
 
@@ -172,10 +176,25 @@ class FedBuff:
     deltas: list[Arrays] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     velocity: Arrays | None = None
+    robust: RobustConfig | None = None  # a robust rule (coordinator/robust.py) instead of the mean
+    dropped: int = 0                    # buffers whose aggregate was not finite
+
+    def __post_init__(self) -> None:
+        if self.robust is not None:
+            self.robust.check(self.buffer_size)
 
     @property
     def buffered(self) -> int:
         return len(self.deltas)
+
+    def _combine(self) -> Arrays:
+        if self.robust is None:
+            return weighted_mean(self.deltas, self.weights)
+        rule = self.robust.for_partial_buffer(len(self.deltas))
+        if rule is not self.robust:
+            log.warning("last buffer holds %d updates, too few for %s; using the median",
+                        len(self.deltas), self.robust.aggregator)
+        return rule.aggregate(self.deltas, self.weights)
 
     def submit(self, current: Arrays, update: Contribution) -> Arrays | None:
         if not update.is_delta:
@@ -192,7 +211,12 @@ class FedBuff:
     def flush(self, current: Arrays) -> Arrays | None:
         if not self.deltas:
             return None
-        step = weighted_mean(self.deltas, self.weights)
+        step = self._combine()
+        if not all(np.isfinite(a).all() for a in step):  # never apply NaN or Inf
+            self.dropped += 1
+            log.error("aggregate of %d buffered updates is not finite; dropped", len(self.deltas))
+            self.deltas, self.weights = [], []
+            return None
         if self.momentum > 0:
             self.velocity = step if self.velocity is None else [
                 self.momentum * v + s for v, s in zip(self.velocity, step, strict=True)]

@@ -15,14 +15,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from common import models, wire
-from common.amqp import Broker, Delivery, run_with_reconnect
-from common.errors import BrokerUnavailable, DecodeError
+import numpy as np
+
+from common import models, privacy, wire
+from common.amqp import Broker, Delivery, connect, run_with_reconnect
+from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.leases import Lease
 from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
 from common.settings import WorkerSettings
 from common.topology import MODEL_REQUEST_KEY, UPDATE_KEY, Topology
 from worker import local_data
+from worker.codec import WorkerCodec
+from worker.shaping import shape_update
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
@@ -37,7 +41,8 @@ class WorkerService:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.topology = Topology(settings.job)
-        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.codec = WorkerCodec.from_settings(settings)
+        self.worker_id = self._worker_id(settings)
         models.configure_tensorflow(settings.tf_threads)
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
                                   settings.seed)
@@ -51,6 +56,10 @@ class WorkerService:
         self.training: threading.Thread | None = None
         self.stop = threading.Event()
         self.tasks_done = 0
+        self.releases = 0  # updates sent, for this worker's own privacy budget
+        self.rng = np.random.default_rng()
+        if settings.attack != "none":
+            log.warning("ATTACK SIMULATION: this worker sends %s updates", settings.attack)
 
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
         """Load the training data of `shard` unless it is the one already loaded."""
@@ -64,6 +73,15 @@ class WorkerService:
         log.info("worker %s trains on %s (%d examples)", self.worker_id, loaded.source,
                  len(loaded.y))
 
+    def _worker_id(self, settings: WorkerSettings) -> str:
+        """The configured id; a sealed worker is its identity's name (and must be configured so)."""
+        if self.codec.identity is None:
+            return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        if settings.worker_id and settings.worker_id != self.codec.identity.name:
+            raise ConfigError(f"worker_id {settings.worker_id!r} differs from the identity's "
+                              f"name {self.codec.identity.name!r}")
+        return self.codec.identity.name
+
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop.set())
@@ -73,8 +91,7 @@ class WorkerService:
     def _session(self) -> None:
         if self.training is not None:  # a task from a lost connection: let it end first
             self.training.join()
-        broker = Broker(self.settings.amqp_url, heartbeat=self.settings.heartbeat,
-                        name=f"fedmq-worker-{self.worker_id}")
+        broker = connect(self.settings, f"fedmq-worker-{self.worker_id}")
         try:
             lease = self._attach(broker)
             if lease is None:
@@ -124,6 +141,20 @@ class WorkerService:
                 next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
             broker.process(0.25)
 
+    def _privacy_refusal(self, task: TrainTask) -> str | None:
+        """Why this worker must not answer `task` under its own epsilon budget (None: go on)."""
+        budget = self.settings.dp_epsilon_budget
+        if budget is None:
+            return None
+        if task.dp_noise_multiplier <= 0:
+            return f"the task asks for no DP noise and this worker has a budget of {budget}"
+        spent = privacy.epsilon(task.dp_noise_multiplier, self.releases + 1,
+                                self.settings.dp_delta)
+        if spent > budget:
+            return (f"update {self.releases + 1} would bring epsilon to {spent:.3f} > budget "
+                    f"{budget} (delta {self.settings.dp_delta})")
+        return None
+
     def _finish_in_hand(self, broker: Broker) -> None:
         """On shutdown: publish the task in hand if it ends within the grace period."""
         deadline = time.monotonic() + self.settings.shutdown_grace
@@ -136,9 +167,9 @@ class WorkerService:
 
     def _on_model(self, delivery: Delivery) -> None:
         try:
-            model = wire.decode(delivery.body, GlobalModel, self.settings.max_message_bytes)
+            model = self.codec.model(delivery.body)
         except DecodeError as exc:
-            log.warning("ignored undecodable model broadcast: %s", exc.reason)
+            log.warning("ignored model broadcast that cannot be opened: %s", exc.reason)
             return
         if model.fingerprint != self.fingerprint:
             log.error("ignored model version %d: architecture %s, this worker has %s",
@@ -149,13 +180,19 @@ class WorkerService:
 
     def _on_task(self, broker: Broker, delivery: Delivery) -> None:
         try:
-            task = wire.decode(delivery.body, TrainTask, self.settings.max_message_bytes)
+            task = self.codec.task(delivery.body)
         except DecodeError as exc:
-            log.warning("dead-lettering undecodable task: %s", exc.reason)
+            log.warning("dead-lettering task that cannot be opened: %s", exc.reason)
             broker.reject(delivery, requeue=False)
             return
         if self.training is not None or self.latest is None:
             broker.reject(delivery, requeue=True)
+            return
+        refusal = self._privacy_refusal(task)
+        if refusal is not None:
+            log.error("privacy budget: %s; handing the task back and stopping", refusal)
+            broker.reject(delivery, requeue=True)
+            self.stop.set()
             return
         self.training = threading.Thread(target=self._train, args=(broker, delivery, task),
                                          daemon=True)
@@ -179,16 +216,14 @@ class WorkerService:
             model = self._model_for(task)
             result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,
                                    task.learning_rate)
-            weights = result.weights
-            if task.send_delta:
-                weights = [(w - b).astype(b.dtype) for w, b in zip(weights, model.weights,
-                                                                   strict=True)]
+            shaped = shape_update(model.weights, result.weights, task, self.rng,
+                                  self.settings.attack, self.settings.attack_factor)
             update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
                                   num_examples=trainer.num_examples,
-                                  train_seconds=result.seconds, weights=tuple(weights),
-                                  is_delta=task.send_delta, metrics=result.metrics)
-            body = wire.encode(update)
+                                  train_seconds=result.seconds, weights=shaped.weights,
+                                  is_delta=shaped.is_delta, metrics=result.metrics)
+            body = self.codec.update(update)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
             self._hand_back(broker, lambda: self._requeue(broker, delivery))
@@ -210,6 +245,7 @@ class WorkerService:
         """I/O thread: publish the update, wait for its confirm, then ack the task."""
         self.training = None
         broker.publish(self.topology.inbox, UPDATE_KEY, body)
+        self.releases += 1
         broker.ack(delivery)
         self.tasks_done += 1
         log.info("task %s done (%d so far)", task.task_id[:8], self.tasks_done)
