@@ -45,6 +45,11 @@ class Management:
         every: list[dict[str, Any]] = self._request("GET", f"queues/{self.vhost}")
         return [q for q in every if q["name"].startswith(prefix)]
 
+    def connections(self) -> list[dict[str, Any]]:
+        """Open client connections (name, user, ssl, peer certificate details...)."""
+        result: list[dict[str, Any]] = self._request("GET", "connections")
+        return result
+
     def get_messages(self, queue: str, count: int = 10) -> list[dict[str, Any]]:
         """Peek at messages (they are requeued), bodies base64-encoded."""
         body = {"count": count, "ackmode": "ack_requeue_true", "encoding": "base64"}
