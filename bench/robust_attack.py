@@ -1,0 +1,112 @@
+"""Byzantine attack experiment: 10 buffered updates per step, 2 of them from attackers.
+
+Real Keras training (worker.trainer.Trainer) of every honest update, on 10 shards of digits; the
+aggregation is the coordinator's own pure functions (coordinator.robust), applied as the buffered
+strategy applies them (x <- x + aggregate). No broker: each step every worker trains from the
+current global model, so the buffer holds 10 updates of staleness 0. Attackers train honestly and
+then send -10x (sign flip) and 100x (scale) their delta (worker.attacks).
+
+    python -m bench.robust_attack --rounds 15 --out docs/results/robust_attack.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common import data, models
+from coordinator.evaluation import Evaluator
+from coordinator.robust import RobustConfig
+from worker.attacks import attack_delta
+
+ATTACKERS = {8: ("sign_flip", 10.0), 9: ("scale", 100.0)}
+STRATEGIES: dict[str, tuple[RobustConfig, bool]] = {  # name -> (rule, with attackers)
+    "clean mean": (RobustConfig("mean"), False),
+    "attacked mean": (RobustConfig("mean"), True),
+    "norm bound": (RobustConfig("mean", norm_bound=1.0), True),
+    "median": (RobustConfig("median"), True),
+    "trimmed mean": (RobustConfig("trimmed_mean", byzantine_f=2), True),
+    "krum": (RobustConfig("krum", byzantine_f=2), True),
+    "multi-krum": (RobustConfig("multi_krum", byzantine_f=2), True),
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    rounds: int = 15
+    workers: int = 10
+    local_epochs: int = 2
+    learning_rate: float = 0.5
+    batch_size: int = 16
+    partition: str = "iid"
+    seed: int = 0
+
+
+def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dict[str, float]]:
+    """Final held-out accuracy (and seconds) of each strategy after `setup.rounds` steps."""
+    from worker.trainer import Trainer
+
+    models.configure_tensorflow(1)
+    split = data.builtin_split("digits", 0.2, setup.seed)
+    shards = data.partition(split.y_train, setup.workers, setup.partition, 0.5, setup.seed)
+    model = models.build("digits_mlp", setup.seed)
+    initial = [np.array(w) for w in model.get_weights()]
+    trainer = Trainer(model, split.x_train, split.y_train)
+    evaluator = Evaluator(models.build("digits_mlp", setup.seed), split.x_test, split.y_test)
+    rng = np.random.default_rng(setup.seed)
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        rule, attacked = STRATEGIES[name]
+        rule.check(setup.workers)
+        weights, started = [w.copy() for w in initial], time.monotonic()
+        for _ in range(setup.rounds):
+            deltas = []
+            for index, shard in enumerate(shards):
+                trainer.x, trainer.y = split.x_train[shard], split.y_train[shard]
+                trained = trainer.train(weights, setup.local_epochs, setup.batch_size,
+                                        setup.learning_rate).weights
+                delta = [t - w for t, w in zip(trained, weights, strict=True)]
+                if attacked and index in ATTACKERS:
+                    attack, factor = ATTACKERS[index]
+                    delta = attack_delta(delta, attack, factor, rng)
+                deltas.append(delta)
+            combined = rule.aggregate(deltas)
+            weights = [(w + a).astype(w.dtype) for w, a in zip(weights, combined, strict=True)]
+        score = evaluator.score(weights)
+        results[name] = {"accuracy": score.accuracy,
+                         "seconds": round(time.monotonic() - started, 1)}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=Setup.rounds)
+    parser.add_argument("--local-epochs", type=int, default=Setup.local_epochs)
+    parser.add_argument("--partition", choices=["iid", "dirichlet"], default="iid")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES),
+                        default=list(STRATEGIES), help="Which to run (clean mean first).")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    setup = Setup(rounds=args.rounds, local_epochs=args.local_epochs, partition=args.partition,
+                  seed=args.seed)
+    results = run(setup, args.strategies)
+    clean = results.get("clean mean", {"accuracy": float("nan")})["accuracy"]
+    print(f"{'strategy':<15} {'accuracy':>9} {'vs clean':>9} {'seconds':>8}")
+    for name, row in results.items():
+        print(f"{name:<15} {row['accuracy']:>9.4f} {100 * (row['accuracy'] - clean):>+8.1f}p "
+              f"{row['seconds']:>8.1f}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"setup": setup.__dict__, "results": results},
+                                       indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

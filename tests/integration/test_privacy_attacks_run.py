@@ -1,0 +1,73 @@
+"""Local differential privacy and attack simulation in real runs on the shared broker."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from common import privacy
+from tests.integration.support import Processes, read_summary
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
+        procs: Processes, tmp_path: Path) -> None:
+    # Given local DP (clip 1, noise multiplier 4) and a budget of epsilon 5 at delta 1e-5,
+    # on the coordinator and on both workers
+    out = tmp_path / "out"
+    dp = {"dp_delta": 1e-5, "dp_epsilon_budget": 5.0}
+    for index in range(2):
+        procs.start("worker", worker_id=f"w{index}", shard_index=index, num_shards=2, **dp)
+    coordinator = procs.start("coordinator", max_updates=100, concurrency=2, out=out,
+                              dp_clip_norm=1.0, dp_noise_multiplier=4.0, drain_seconds=5, **dp)
+
+    # When the run goes on until the budget is spent
+    assert procs.wait(coordinator, 180) == 0, coordinator.log()
+
+    # Then it stopped by itself, saying why, before any worker went over the budget
+    summary = read_summary(out)
+    assert summary["stop_reason"].startswith("privacy budget: one more update from"), summary
+    assert "privacy budget" in coordinator.log()
+    assert 0 < summary["epsilon"] <= 5.0
+    assert summary["updates_applied"] < 100 and summary["updates_rejected"] == 0
+    # And every version reports the largest epsilon spent so far, as dp-accounting computes it
+    releases: Counter[str] = Counter()
+    with (out / "history.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["worker_id"]]
+    for row in rows:
+        releases[row["worker_id"]] += 1
+        expected = max(privacy.epsilon(4.0, n, 1e-5) for n in releases.values())
+        assert math.isclose(float(row["epsilon"]), expected, rel_tol=1e-9), row
+    assert max(releases.values()) == 4  # eps(4) = 4.73 <= 5 < eps(5) = 5.38
+
+
+def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_applied(
+        procs: Processes, tmp_path: Path) -> None:
+    # Given a median-of-5 buffered coordinator, three honest workers, a sign-flipping one and
+    # one that sends NaN
+    out = tmp_path / "out"
+    shards = {"num_shards": 5, "partition": "iid"}
+    for index in range(3):
+        procs.start("worker", worker_id=f"honest{index}", shard_index=index, **shards)
+    procs.start("worker", worker_id="flipper", shard_index=3, attack="sign_flip", **shards)
+    procs.start("worker", worker_id="nan", shard_index=4, attack="nan", **shards)
+    coordinator = procs.start("coordinator", strategy="buffered", aggregator="median",
+                              buffer_size=5, max_updates=8, concurrency=5, out=out,
+                              eval_every=1, **shards)
+
+    # When the run ends
+    assert procs.wait(coordinator, 240) == 0, coordinator.log()
+
+    # Then every NaN update was rejected, the model stayed finite and learned despite the flipper
+    summary = read_summary(out)
+    assert summary["updates_applied"] == 8
+    assert set(summary["rejected_by_reason"]) == {"non_finite"}, summary
+    assert summary["rejected_by_reason"]["non_finite"] >= 1
+    assert "nan" not in summary["worker_ids"] and "flipper" in summary["worker_ids"]
+    assert math.isfinite(summary["final_loss"])
+    assert summary["final_accuracy"] >= 0.8, summary

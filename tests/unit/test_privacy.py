@@ -1,0 +1,89 @@
+"""Local differential privacy: the clipping property, the calibrated noise, and epsilon as an
+independent dp-accounting computation gives it."""
+
+from __future__ import annotations
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting import rdp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from common import privacy
+from common.messages import TrainTask
+from worker.shaping import shape_update
+
+layers = st.lists(hnp.arrays(np.float32, hnp.array_shapes(max_dims=2, max_side=6),
+                             elements=st.floats(-1e3, 1e3, width=32)), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(layers, st.floats(1e-3, 1e3))
+def test_clipping_bounds_the_global_norm_and_leaves_short_updates_alone(
+        update: list[np.ndarray], clip: float) -> None:
+    # When an update is clipped
+    clipped = privacy.clip_by_global_norm(update, clip)
+    # Then its global L2 norm is at most the clip norm, shapes and dtypes unchanged
+    assert privacy.global_norm(clipped) <= clip * (1 + 1e-6) + 1e-6
+    assert [(c.shape, c.dtype) for c in clipped] == [(u.shape, u.dtype) for u in update]
+    # And an update already within the norm is returned unchanged
+    if privacy.global_norm(update) <= clip:
+        assert all(np.array_equal(c, u) for c, u in zip(clipped, update, strict=True))
+
+
+def test_noise_has_the_calibrated_standard_deviation() -> None:
+    # Given clip norm 1.5 and noise multiplier 0.8: calibrated std 1.2
+    clip, multiplier = 1.5, 0.8
+    zeros = [np.zeros(100_000, dtype=np.float64)]
+    # When noise is added to 100,000 coordinates of a zero update (already under the clip norm)
+    noised = privacy.privatize(zeros, clip, multiplier, np.random.default_rng(7))[0]
+    # Then the empirical standard deviation is within 1% of multiplier * clip
+    expected = privacy.noise_std(clip, multiplier)
+    assert expected == pytest.approx(1.2)
+    assert abs(noised.std() - expected) / expected < 0.01
+    assert abs(noised.mean()) < 4 * expected / np.sqrt(100_000)
+
+
+def independent_epsilon(noise_multiplier: float, releases: int, delta: float) -> float:
+    """Straight from dp-accounting: one Gaussian mechanism of sensitivity 2C and std z*C per
+    update (noise multiplier z/2 relative to the sensitivity), composed update by update."""
+    accountant = rdp.RdpAccountant()
+    for _ in range(releases):
+        accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier / 2))
+    return float(accountant.get_epsilon(delta))
+
+
+@pytest.mark.parametrize(("multiplier", "releases", "delta"),
+                         [(1.0, 1, 1e-5), (2.0, 7, 1e-5), (4.0, 40, 1e-6), (0.7, 3, 1e-3)])
+def test_reported_epsilon_equals_an_independent_dp_accounting_computation(
+        multiplier: float, releases: int, delta: float) -> None:
+    ledger = privacy.PrivacyLedger(multiplier, delta)
+    for _ in range(releases):
+        reported = ledger.record("w0")
+    assert reported == pytest.approx(independent_epsilon(multiplier, releases, delta), rel=1e-9)
+    assert ledger.worst() == ("w0", reported)
+
+
+def test_the_ledger_says_when_one_more_update_would_exceed_the_budget() -> None:
+    ledger = privacy.PrivacyLedger(2.0, 1e-5, budget=10.0)
+    for expected_ok in (True, True, True, False):  # eps after 1..4 updates: 4.7, 7.1, 9.0, 10.7
+        assert (ledger.next_exceeds("w0") is None) == expected_ok
+        ledger.record("w0")
+    name, spent = ledger.next_exceeds() or ("", 0.0)
+    assert name == "w0" and spent > 10.0
+
+
+def test_a_dp_task_makes_the_worker_send_a_clipped_noised_delta() -> None:
+    base = [np.zeros((4, 4), np.float32)]
+    trained = [np.full((4, 4), 10.0, np.float32)]  # delta norm 40
+    task = TrainTask(task_id="t", job="", min_version=0, send_delta=True, dp_clip_norm=2.0)
+    shaped = shape_update(base, trained, task, np.random.default_rng(0))
+    assert shaped.is_delta
+    assert privacy.global_norm(shaped.weights) == pytest.approx(2.0, rel=1e-6)
+    noisy = shape_update(base, trained, TrainTask(task_id="t", job="", min_version=0,
+                                                  send_delta=True, dp_clip_norm=2.0,
+                                                  dp_noise_multiplier=1.0),
+                         np.random.default_rng(0))
+    assert not np.allclose(noisy.weights[0], shaped.weights[0])
