@@ -6,7 +6,7 @@ strategy applies them (x <- x + aggregate). No broker: each step every worker tr
 current global model, so the buffer holds 10 updates of staleness 0. Attackers train honestly and
 then send -10x (sign flip) and 100x (scale) their delta (worker.attacks).
 
-    python -m bench.robust_attack --rounds 15 --out docs/results/robust_attack.json
+    python -m bench.robust_attack --rounds 20 --out docs/results/robust_attack.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from common import data, models
 from coordinator.evaluation import Evaluator
-from coordinator.robust import RobustConfig
+from coordinator.robust import RobustConfig, krum_scores
 from worker.attacks import attack_delta
 
 ATTACKERS = {8: ("sign_flip", 10.0), 9: ("scale", 100.0)}
@@ -39,7 +39,7 @@ STRATEGIES: dict[str, tuple[RobustConfig, bool]] = {  # name -> (rule, with atta
 
 @dataclass(frozen=True)
 class Setup:
-    rounds: int = 15
+    rounds: int = 20
     workers: int = 10
     local_epochs: int = 2
     learning_rate: float = 0.5
@@ -65,6 +65,7 @@ def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dic
         rule, attacked = STRATEGIES[name]
         rule.check(setup.workers)
         weights, started = [w.copy() for w in initial], time.monotonic()
+        picks: list[int] = []  # which worker Krum chose, round by round
         for _ in range(setup.rounds):
             deltas = []
             for index, shard in enumerate(shards):
@@ -76,11 +77,15 @@ def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dic
                     attack, factor = ATTACKERS[index]
                     delta = attack_delta(delta, attack, factor, rng)
                 deltas.append(delta)
+            if rule.aggregator == "krum":
+                picks.append(int(np.argmin(krum_scores(deltas, rule.byzantine_f))))
             combined = rule.aggregate(deltas)
             weights = [(w + a).astype(w.dtype) for w, a in zip(weights, combined, strict=True)]
         score = evaluator.score(weights)
         results[name] = {"accuracy": score.accuracy,
                          "seconds": round(time.monotonic() - started, 1)}
+        if picks:
+            results[name]["distinct_workers_picked"] = len(set(picks))
     return results
 
 
@@ -101,7 +106,9 @@ def main() -> None:
     print(f"{'strategy':<15} {'accuracy':>9} {'vs clean':>9} {'seconds':>8}")
     for name, row in results.items():
         print(f"{name:<15} {row['accuracy']:>9.4f} {100 * (row['accuracy'] - clean):>+8.1f}p "
-              f"{row['seconds']:>8.1f}")
+              f"{row['seconds']:>8.1f}"
+              + (f"  (Krum picked {row['distinct_workers_picked']:.0f} distinct workers)"
+                 if "distinct_workers_picked" in row else ""))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"setup": setup.__dict__, "results": results},

@@ -1,0 +1,44 @@
+"""Security settings refuse combinations that cannot work, at the command line already."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from common.cli import main
+from common.settings import ConnectionSettings, CoordinatorSettings, WorkerSettings
+
+
+def test_krum_with_too_small_a_buffer_is_refused_before_anything_starts() -> None:
+    with pytest.raises(ValidationError, match="2f\\+3 = 7"):
+        CoordinatorSettings(strategy="buffered", aggregator="krum", byzantine_f=2,
+                            buffer_size=6)
+    result = CliRunner().invoke(main, ["coordinator", "--strategy", "buffered", "--aggregator",
+                                       "multi_krum", "--buffer-size", "4"])
+    assert result.exit_code == 2 and "needs buffer_size >= 2f+3 = 5" in result.output
+    CoordinatorSettings(strategy="buffered", aggregator="krum", byzantine_f=2, buffer_size=7)
+
+
+def test_tls_files_need_an_amqps_url_and_go_in_pairs(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not amqps"):
+        ConnectionSettings(tls_ca_file=tmp_path / "ca.pem")
+    with pytest.raises(ValidationError, match="go together"):
+        ConnectionSettings(amqp_url="amqps://h/%2F", tls_cert_file=tmp_path / "c.pem")
+    ConnectionSettings(amqp_url="amqps://h/%2F", tls_ca_file=tmp_path / "ca.pem")
+
+
+def test_sealed_processes_need_their_counterpart_keys(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="registry"):
+        CoordinatorSettings(identity=tmp_path / "c.key")
+    with pytest.raises(ValidationError, match="coordinator's public key"):
+        WorkerSettings(identity=tmp_path / "w.key")
+
+
+def test_dp_settings_must_be_consistent() -> None:
+    with pytest.raises(ValidationError, match="dp_clip_norm"):
+        CoordinatorSettings(dp_noise_multiplier=1.0)
+    with pytest.raises(ValidationError, match="dp_noise_multiplier"):
+        CoordinatorSettings(dp_clip_norm=1.0, dp_epsilon_budget=3.0)
