@@ -48,16 +48,16 @@ def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
 
 def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_applied(
         procs: Processes, tmp_path: Path) -> None:
-    # Given a median-of-5 buffered coordinator, three honest workers, a sign-flipping one and
-    # one that sends NaN
+    # Given a FedBuff coordinator taking the median of 5 deltas, three honest workers, a
+    # sign-flipping one and one that sends NaN
     out = tmp_path / "out"
     shards = {"num_shards": 5, "partition": "iid"}
     for index in range(3):
         procs.start("worker", worker_id=f"honest{index}", shard_index=index, **shards)
     procs.start("worker", worker_id="flipper", shard_index=3, attack="sign_flip", **shards)
     procs.start("worker", worker_id="nan", shard_index=4, attack="nan", **shards)
-    coordinator = procs.start("coordinator", strategy="buffered", aggregator="median",
-                              buffer_size=5, max_updates=8, concurrency=5, out=out,
+    coordinator = procs.start("coordinator", strategy="fedbuff", aggregator="median",
+                              buffer_size=5, max_updates=40, concurrency=5, out=out,
                               eval_every=1, **shards)
 
     # When the run ends
@@ -65,7 +65,7 @@ def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_appli
 
     # Then every NaN update was rejected, the model stayed finite and learned despite the flipper
     summary = read_summary(out)
-    assert summary["updates_applied"] == 8
+    assert summary["updates_applied"] == 40 and summary["versions"] == 8
     assert set(summary["rejected_by_reason"]) == {"non_finite"}, summary
     assert summary["rejected_by_reason"]["non_finite"] >= 1
     assert "nan" not in summary["worker_ids"] and "flipper" in summary["worker_ids"]

@@ -1,4 +1,4 @@
-"""Robust aggregation rules on tiny hand-checked vectors, the buffered strategy, attack modes."""
+"""Robust aggregation rules on tiny hand-checked vectors, FedBuff with a robust rule, attacks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from common.errors import ConfigError
 from common.messages import WeightUpdate
 from common.settings import TrainingSettings
 from coordinator import robust
-from coordinator.buffered import Buffered
 from coordinator.core import CoordinatorCore
 from coordinator.robust import RobustConfig
-from coordinator.strategies import Contribution
+from coordinator.strategies import Contribution, FedBuff
 from worker.attacks import attack_delta
 
 
@@ -53,7 +52,7 @@ def test_krum_refuses_fewer_than_2f_plus_3_updates() -> None:
         RobustConfig("multi_krum", byzantine_f=2).check(buffer_size=6)
     RobustConfig("multi_krum", byzantine_f=2).check(buffer_size=7)
     with pytest.raises(ConfigError):
-        Buffered(buffer_size=4, robust=RobustConfig("krum", byzantine_f=1))
+        FedBuff(buffer_size=4, robust=RobustConfig("krum", byzantine_f=1))
 
 
 def test_norm_bounding_scales_long_updates_down_before_averaging() -> None:
@@ -65,8 +64,8 @@ def test_norm_bounding_scales_long_updates_down_before_averaging() -> None:
         pytest.approx([0.45, 0.6])
 
 
-def test_buffered_strategy_applies_the_aggregate_once_the_buffer_is_full() -> None:
-    strategy = Buffered(buffer_size=3, robust=RobustConfig("median"))
+def test_fedbuff_with_a_robust_rule_applies_it_once_the_buffer_is_full() -> None:
+    strategy = FedBuff(buffer_size=3, robust=RobustConfig("median"))
     current = vec(0.0, 0.0)
     results = [strategy.submit(current, Contribution(vec(v, -v), True, 0, 1))
                for v in (1.0, 2.0, 300.0)]
@@ -76,8 +75,9 @@ def test_buffered_strategy_applies_the_aggregate_once_the_buffer_is_full() -> No
 
 def test_nan_updates_are_never_applied() -> None:
     # Given a coordinator with a buffered median strategy
-    core = CoordinatorCore(weights=vec(0.0, 0.0), strategy=Buffered(2, RobustConfig("median")),
-                           max_staleness=10, training=TrainingSettings())
+    strategy = FedBuff(2, robust=RobustConfig("median"))
+    core = CoordinatorCore(weights=vec(0.0, 0.0), strategy=strategy, max_staleness=10,
+                           training=TrainingSettings())
     tasks = [core.issue_task().task_id for _ in range(3)]
 
     def update(task: str, values: list[np.ndarray]) -> WeightUpdate:
@@ -93,7 +93,7 @@ def test_nan_updates_are_never_applied() -> None:
     assert core.handle(update(tasks[2], vec(3.0, 3.0))).kind == "applied"
     assert flat(core.weights) == [2.0, 2.0]
     # And a non-finite aggregate (should one ever happen) is dropped, not applied
-    strategy = Buffered(1, RobustConfig("mean"))
+    strategy = FedBuff(1, robust=RobustConfig("mean"))
     assert strategy.submit(vec(0.0, 0.0), Contribution(nan, True, 0, 1)) is None
     assert strategy.dropped == 1
 
@@ -108,3 +108,12 @@ def test_attack_modes() -> None:
                                                                           rel=1e-5)
     assert all(np.isnan(a).all() for a in attack_delta(delta, "nan", None, rng))
     assert flat(attack_delta(delta, "none", None, rng)) == [1.0, -2.0]
+
+
+def test_a_last_buffer_too_small_for_krum_is_combined_by_the_median() -> None:
+    strategy = FedBuff(buffer_size=5, robust=RobustConfig("krum", byzantine_f=1))
+    current = vec(0.0, 0.0)
+    for v in (1.0, 2.0, 300.0):
+        assert strategy.submit(current, Contribution(vec(v, v), True, 0, 1)) is None
+    flushed = strategy.flush(current)
+    assert flushed is not None and flat(flushed) == [2.0, 2.0]

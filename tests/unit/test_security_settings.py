@@ -14,12 +14,14 @@ from common.settings import ConnectionSettings, CoordinatorSettings, WorkerSetti
 
 def test_krum_with_too_small_a_buffer_is_refused_before_anything_starts() -> None:
     with pytest.raises(ValidationError, match="2f\\+3 = 7"):
-        CoordinatorSettings(strategy="buffered", aggregator="krum", byzantine_f=2,
+        CoordinatorSettings(strategy="fedbuff", aggregator="krum", byzantine_f=2,
                             buffer_size=6)
-    result = CliRunner().invoke(main, ["coordinator", "--strategy", "buffered", "--aggregator",
+    result = CliRunner().invoke(main, ["coordinator", "--strategy", "fedbuff", "--aggregator",
                                        "multi_krum", "--buffer-size", "4"])
     assert result.exit_code == 2 and "needs buffer_size >= 2f+3 = 5" in result.output
-    CoordinatorSettings(strategy="buffered", aggregator="krum", byzantine_f=2, buffer_size=7)
+    CoordinatorSettings(strategy="fedbuff", aggregator="krum", byzantine_f=2, buffer_size=7)
+    with pytest.raises(ValidationError, match="use strategy fedbuff"):
+        CoordinatorSettings(strategy="fedasync", aggregator="median")
 
 
 def test_tls_files_need_an_amqps_url_and_go_in_pairs(tmp_path: Path) -> None:
