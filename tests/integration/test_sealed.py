@@ -325,3 +325,17 @@ def test_the_run_still_completes_with_every_rejection_counted(job: SealedJob) ->
     assert summary["rejected_by_reason"] == {"bad_signature": 6, "replayed": REPLAYS,
                                              "task_not_issued_to_worker": 1, "unknown_task": 1,
                                              "unknown_worker": 4}
+
+
+def test_fedmq_run_sealed_makes_keys_and_completes(procs: Processes, tmp_path: Path) -> None:
+    # When the local demo runs with --sealed (FEDMQ_SEALED, as the flag sets it)
+    out = tmp_path / "out"
+    run = procs.start("run", workers=2, max_updates=10, out=out, sealed=True)
+    assert procs.wait(run, 180) == 0, run.log()
+
+    # Then it made an identity per process, registered the workers, and ran sealed
+    summary = read_summary(out)
+    assert summary["sealed"] is True and summary["updates_applied"] == 10
+    assert summary["updates_rejected"] == 0
+    registry = sealing.Registry.load(out / "keys" / "registry.json")
+    assert sorted(registry.workers) == ["worker-0", "worker-1"] == summary["worker_ids"]
