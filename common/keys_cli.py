@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from common import sealing
+from common import identity
 from common.errors import ConfigError
 
 REGISTRY_HELP = "The coordinator's worker registry (JSON), as given to --registry."
@@ -32,11 +32,11 @@ def keys() -> None:
 def generate(name: str, directory: Path) -> None:
     """Create the identity NAME: an Ed25519 signing key and an X25519 encryption key."""
     try:
-        private, public = sealing.save_identity(sealing.Identity.generate(name), directory)
+        private, public = identity.save_identity(identity.Identity.generate(name), directory)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"private key {private} (keep it secret, mode 0600)\npublic key  {public}\n"
-               f"fingerprint {sealing.load_public(public).fingerprint}")
+               f"fingerprint {identity.load_public(public).fingerprint}")
 
 
 @keys.command()
@@ -47,13 +47,13 @@ def register(public_file: Path, registry: Path, replace: bool) -> None:
     """Admit the worker whose public identity is PUBLIC_FILE (a running coordinator picks it
     up within seconds)."""
     try:
-        identity = sealing.load_public(public_file)
-        entries = sealing.Registry.load(registry)
-        entries.add(identity, replace_existing=replace)
+        worker = identity.load_public(public_file)
+        entries = identity.Registry.load(registry)
+        entries.add(worker, replace_existing=replace)
         entries.save(registry)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"registered {identity.name} ({identity.fingerprint}) in {registry}")
+    click.echo(f"registered {worker.name} ({worker.fingerprint}) in {registry}")
 
 
 @keys.command()
@@ -62,7 +62,7 @@ def register(public_file: Path, registry: Path, replace: bool) -> None:
 def revoke(name: str, registry: Path) -> None:
     """Remove worker NAME: its updates are rejected from then on."""
     try:
-        entries = sealing.Registry.load(registry)
+        entries = identity.Registry.load(registry)
         entries.remove(name)
         entries.save(registry)
     except ConfigError as exc:
@@ -75,7 +75,7 @@ def revoke(name: str, registry: Path) -> None:
 def list_(registry: Path) -> None:
     """Registered workers and their key fingerprints."""
     try:
-        entries = sealing.Registry.load(registry)
+        entries = identity.Registry.load(registry)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     for name in sorted(entries.workers):
@@ -87,8 +87,8 @@ def list_(registry: Path) -> None:
 def show(file: Path) -> None:
     """Name and fingerprint of a public (.pub) or private (.key) identity file."""
     try:
-        identity = (sealing.load_public(file) if file.suffix == ".pub"
-                    else sealing.load_identity(file).public())
+        public = (identity.load_public(file) if file.suffix == ".pub"
+                  else identity.load_identity(file).public())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{identity.name}\t{identity.fingerprint}")
+    click.echo(f"{public.name}\t{public.fingerprint}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from common import sealing
+from common import identity
 from common.errors import ConfigError
 from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
 
@@ -61,10 +61,10 @@ def throwaway_keys(settings: RunSettings) -> dict[str, Any]:
     names = ["coordinator"] + [f"worker-{i}" for i in range(settings.workers)]
     for name in names:
         if not (directory / f"{name}.key").exists():
-            sealing.save_identity(sealing.Identity.generate(name), directory)
-    registry = sealing.Registry()
+            identity.save_identity(identity.Identity.generate(name), directory)
+    registry = identity.Registry()
     for name in names[1:]:
-        registry.add(sealing.load_public(directory / f"{name}.pub"))
+        registry.add(identity.load_public(directory / f"{name}.pub"))
     registry.save(directory / "registry.json")
     return {"identity": directory / "coordinator.key", "registry": directory / "registry.json"}
 

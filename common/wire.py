@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import msgpack
 import numpy as np
 
-from common import sealing
+from common import identity, sealing
 from common.errors import DecodeError
 from common.messages import MESSAGE_TYPES, Message
 
@@ -178,7 +178,7 @@ def seal_context(envelope: Envelope) -> bytes:
                          use_bin_type=True)
 
 
-def encode_sealed(message: Message, signer: sealing.Identity,
+def encode_sealed(message: Message, signer: identity.Identity,
                   recipients: Mapping[str, Any] | None = None) -> bytes:
     """Message to bytes, signed by `signer` and (with recipients) its payload encrypted to them.
 
@@ -191,7 +191,7 @@ def encode_sealed(message: Message, signer: sealing.Identity,
 
 
 def decode_sealed(body: bytes, expect: type[T], *, trusted: Mapping[str, Any],
-                  me: sealing.Identity | None = None,
+                  me: identity.Identity | None = None,
                   max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
     """Verify the signer against `trusted` (name -> Ed25519 public key), decrypt, decode.
 

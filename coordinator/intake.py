@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from common import privacy, sealing, wire
 from common.errors import DecodeError, RejectedUpdate
+from common.identity import Identity, Registry, load_identity
 from common.messages import GlobalModel, TrainTask, WeightUpdate
 from common.settings import CoordinatorSettings
 
@@ -32,9 +33,9 @@ REGISTRY_CHECK_SECONDS = 2.0
 class SealedGate:
     """Sealed-mode checks: signer, recipient, replay, task ownership."""
 
-    identity: sealing.Identity
+    identity: Identity
     registry_path: Path
-    registry: sealing.Registry = field(default_factory=sealing.Registry)
+    registry: Registry = field(default_factory=Registry)
     seen_nonces: set[bytes] = field(default_factory=set)
     seen_updates: set[str] = field(default_factory=set)
     task_owner: dict[str, str] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class SealedGate:
         self._checked_at = now
         mtime = self.registry_path.stat().st_mtime if self.registry_path.exists() else 0.0
         if mtime != self._registry_mtime:
-            self.registry = sealing.Registry.load(self.registry_path)
+            self.registry = Registry.load(self.registry_path)
             self._registry_mtime = mtime
             log.info("worker registry: %s", ", ".join(sorted(self.registry.workers)) or "empty")
 
@@ -100,7 +101,7 @@ class Intake:
     def from_settings(cls, settings: CoordinatorSettings) -> Intake:
         gate = None
         if settings.identity is not None and settings.registry is not None:
-            gate = SealedGate(sealing.load_identity(settings.identity), settings.registry)
+            gate = SealedGate(load_identity(settings.identity), settings.registry)
             gate.refresh_registry(force=True)
         ledger = None
         if settings.dp_noise_multiplier > 0:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from common import sealing, wire
 from common.errors import DecodeError
+from common.identity import Identity, PublicIdentity, load_identity, load_public
 from common.messages import GlobalModel, TrainTask, WeightUpdate
 from common.settings import WorkerSettings
 
@@ -18,15 +19,15 @@ from common.settings import WorkerSettings
 @dataclass(frozen=True)
 class WorkerCodec:
     max_bytes: int
-    identity: sealing.Identity | None = None
-    coordinator: sealing.PublicIdentity | None = None
+    identity: Identity | None = None
+    coordinator: PublicIdentity | None = None
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> WorkerCodec:
         if settings.identity is None or settings.coordinator_key is None:
             return cls(settings.max_message_bytes)
-        return cls(settings.max_message_bytes, sealing.load_identity(settings.identity),
-                   sealing.load_public(settings.coordinator_key))
+        return cls(settings.max_message_bytes, load_identity(settings.identity),
+                   load_public(settings.coordinator_key))
 
     @property
     def sealed(self) -> bool:

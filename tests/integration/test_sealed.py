@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import sealing, wire
+from common import identity, sealing, wire
 from common.amqp import Broker, Delivery
 from common.errors import DecodeError
 from common.management import Management
@@ -56,11 +56,11 @@ class SealedJob:
     tasks_seen: list[bytes]
     dead_codes: Counter[str] = field(default_factory=Counter)
 
-    def identity(self, name: str) -> sealing.Identity:
-        return sealing.load_identity(self.keys / f"{name}.key")
+    def identity(self, name: str) -> identity.Identity:
+        return identity.load_identity(self.keys / f"{name}.key")
 
-    def coordinator(self) -> sealing.PublicIdentity:
-        return sealing.load_public(self.keys / "coordinator.pub")
+    def coordinator(self) -> identity.PublicIdentity:
+        return identity.load_public(self.keys / "coordinator.pub")
 
     def model(self) -> GlobalModel:
         """The current model, asked for and opened as registered worker w0 would."""
@@ -106,7 +106,7 @@ class SealedJob:
         return taken
 
 
-def forge(job: SealedJob, signer: sealing.Identity, task_id: str, model: GlobalModel,
+def forge(job: SealedJob, signer: identity.Identity, task_id: str, model: GlobalModel,
           worker_id: str | None = None) -> bytes:
     update = WeightUpdate(update_id=new_id(), worker_id=worker_id or signer.name,
                           task_id=task_id, base_version=model.version, num_examples=50,
@@ -337,5 +337,5 @@ def test_fedmq_run_sealed_makes_keys_and_completes(procs: Processes, tmp_path: P
     summary = read_summary(out)
     assert summary["sealed"] is True and summary["updates_applied"] == 10
     assert summary["updates_rejected"] == 0
-    registry = sealing.Registry.load(out / "keys" / "registry.json")
+    registry = identity.Registry.load(out / "keys" / "registry.json")
     assert sorted(registry.workers) == ["worker-0", "worker-1"] == summary["worker_ids"]

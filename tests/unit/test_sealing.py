@@ -12,15 +12,15 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import sealing, wire
+from common import identity, sealing, wire
 from common.cli import main
 from common.errors import ConfigError, DecodeError, RejectedUpdate
 from common.messages import GlobalModel, TrainTask, WeightUpdate
 from coordinator.intake import SealedGate
 
-COORDINATOR = sealing.Identity.generate("coordinator")
-W0 = sealing.Identity.generate("w0")
-W1 = sealing.Identity.generate("w1")
+COORDINATOR = identity.Identity.generate("coordinator")
+W0 = identity.Identity.generate("w0")
+W1 = identity.Identity.generate("w1")
 TRUSTED = {"w0": W0.public().signing, "w1": W1.public().signing}
 
 
@@ -32,7 +32,7 @@ def update(worker: str = "w0", task: str = "task-1", **changes: object) -> Weigh
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def sealed(message: WeightUpdate, signer: sealing.Identity = W0) -> bytes:
+def sealed(message: WeightUpdate, signer: identity.Identity = W0) -> bytes:
     return wire.encode_sealed(message, signer, {"coordinator": COORDINATOR.public().encryption})
 
 
@@ -64,7 +64,7 @@ def test_flipping_any_byte_of_a_sealed_update_is_detected(data: st.DataObject) -
 
 
 def test_an_unregistered_signer_and_a_forged_name_are_refused() -> None:
-    rogue = sealing.Identity.generate("rogue")
+    rogue = identity.Identity.generate("rogue")
     with pytest.raises(sealing.SealError, match="unknown_worker"):
         wire.decode_sealed(sealed(update("rogue"), rogue), WeightUpdate, trusted=TRUSTED,
                            me=COORDINATOR)
@@ -93,7 +93,7 @@ def test_an_unsealed_message_is_refused_in_sealed_mode() -> None:
 
 
 def gate(tmp_path: Path) -> SealedGate:
-    registry = sealing.Registry()
+    registry = identity.Registry()
     for worker in (W0, W1):
         registry.add(worker.public())
     registry.save(tmp_path / "reg.json")
@@ -132,18 +132,18 @@ def test_keys_cli_generates_registers_and_revokes(tmp_path: Path) -> None:
     result = runner.invoke(main, ["keys", "register", str(keys / "w7.pub"), "--registry",
                                   str(registry)])
     assert result.exit_code == 0, result.output
-    assert list(sealing.Registry.load(registry).workers) == ["w7"]
+    assert list(identity.Registry.load(registry).workers) == ["w7"]
     listed = runner.invoke(main, ["keys", "list", "--registry", str(registry)])
-    assert sealing.load_public(keys / "w7.pub").fingerprint in listed.output
+    assert identity.load_public(keys / "w7.pub").fingerprint in listed.output
     assert runner.invoke(main, ["keys", "revoke", "w7", "--registry", str(registry)]).exit_code \
         == 0
-    assert sealing.Registry.load(registry).workers == {}
+    assert identity.Registry.load(registry).workers == {}
 
 
 def test_registering_another_key_under_a_known_name_needs_replace() -> None:
-    registry = sealing.Registry()
+    registry = identity.Registry()
     registry.add(W0.public())
-    other = sealing.Identity.generate("w0").public()
+    other = identity.Identity.generate("w0").public()
     with pytest.raises(ConfigError, match="--replace"):
         registry.add(other)
     registry.add(other, replace_existing=True)
