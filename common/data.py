@@ -88,6 +88,10 @@ def partition_dirichlet(labels: np.ndarray, num_shards: int, alpha: float, seed:
 def partition(labels: np.ndarray, num_shards: int, method: str, alpha: float,
               seed: int) -> list[np.ndarray]:
     """Indices of every shard; every example is in exactly one shard."""
+    if not 1 <= num_shards <= len(labels):
+        raise ConfigError(f"cannot split {len(labels)} examples into {num_shards} shards")
+    if method == "dirichlet" and not alpha > 0:
+        raise ConfigError(f"Dirichlet alpha must be positive, got {alpha}")
     if method == "iid":
         return partition_iid(len(labels), num_shards, seed)
     if method == "dirichlet":

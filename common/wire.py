@@ -73,7 +73,10 @@ def decode_array(obj: Any) -> np.ndarray:
     expected = math.prod(shape) * np.dtype(dtype).itemsize
     if len(data) != expected:
         raise DecodeError(f"array data has {len(data)} bytes, shape {shape} needs {expected}")
-    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    except ValueError as exc:  # e.g. a zero-size shape with a dimension numpy cannot hold
+        raise DecodeError(f"bad array shape {shape!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------- envelopes
@@ -108,13 +111,15 @@ def unpack_envelope(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope
     if not isinstance(obj, dict):
         raise DecodeError("message body must be a map")
     schema, kind = obj.pop("schema", None), obj.pop("kind", None)
-    if schema != SCHEMA:
+    if type(schema) is not int or schema != SCHEMA:
         raise DecodeError(f"unknown schema {schema!r} (this build speaks schema {SCHEMA})")
-    if kind not in MESSAGE_TYPES:
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise DecodeError(f"unknown message kind {kind!r}")
     header, payload = obj.pop("header", None), obj.pop("payload", None)
     if not isinstance(header, dict) or not isinstance(payload, bytes):
         raise DecodeError("envelope needs a header map and payload bytes")
+    if not all(isinstance(key, str) for key in header):
+        raise DecodeError(f"{kind}: header field names must be text")
     return Envelope(kind=kind, header=header, payload=payload, schema=schema, extra=obj)
 
 
@@ -132,9 +137,12 @@ def to_envelope(message: Message) -> Envelope:
 def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
     """Rebuild and type-check the message an envelope carries."""
     cls = MESSAGE_TYPES[envelope.kind]
-    payload = _unpack(envelope.payload, max_bytes, "payload") if cls.PAYLOAD else {}
+    payload = _unpack(envelope.payload, max_bytes, "payload")
     if not isinstance(payload, dict) or set(payload) != set(cls.PAYLOAD):
         raise DecodeError(f"{envelope.kind} payload must hold exactly {list(cls.PAYLOAD)}")
+    if set(envelope.header) & set(cls.PAYLOAD):
+        raise DecodeError(f"{envelope.kind}: payload fields repeated in the header: "
+                          f"{sorted(set(envelope.header) & set(cls.PAYLOAD))}")
     values = {**envelope.header, **payload}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
