@@ -119,7 +119,16 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
                                                        "until this many workers consume tasks.")
     drain_seconds: float = Field(10.0, ge=0, description="At the end, how long to wait for "
                                                          "updates of tasks already started.")
-    out: Path = Field(Path("results"), description="Directory for the model and results.")
+    out: Path = Field(Path("results"), description="Directory for the model, results and "
+                                                   "checkpoint.")
+    checkpoint: bool = Field(True, description="Keep <out>/checkpoint.npz current and ack each "
+                             "update only once it is in the checkpoint; --no-checkpoint acks at "
+                             "once (faster; a crash loses the job).")
+    resume: bool = Field(True, description="Go on from <out>/checkpoint.npz if it holds an "
+                         "unfinished job; --no-resume starts over (and overwrites it).")
+    task_deadline: float = Field(300.0, gt=0, description="Seconds after which a task whose "
+                                 "update has not arrived is issued again (a late update still "
+                                 "counts).")
     eval_data_path: str = Field("", description="Held-out data of your own (.npz with x and y, or "
                                                 ".csv); empty: the built-in dataset's split.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics "

@@ -41,7 +41,7 @@ class CoordinatorCore:
     training: TrainingSettings
     job: str = ""
     version: int = 0
-    accepted_ids: set[str] = field(default_factory=set)
+    accepted_ids: dict[str, int] = field(default_factory=dict)  # update id -> version then
     issued: set[str] = field(default_factory=set)
     in_flight: dict[str, float] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -50,6 +50,8 @@ class CoordinatorCore:
     workers: set[str] = field(default_factory=set)
     staleness_seen: list[int] = field(default_factory=list)
     task_options: dict[str, Any] = field(default_factory=dict)  # extra TrainTask fields
+    rejected_ids: dict[str, str] = field(default_factory=dict)  # decodable update id -> code
+    expired: int = 0  # tasks given up on after the task deadline (and issued again)
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -86,10 +88,11 @@ class CoordinatorCore:
                                      wants_delta=self.strategy.wants_delta)
         except RejectedUpdate as exc:
             self.rejected[exc.code] += 1
+            self.rejected_ids[update.update_id] = exc.code
             self.in_flight.pop(update.task_id, None)
             return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
         self.in_flight.pop(update.task_id, None)
-        self.accepted_ids.add(update.update_id)
+        self.accepted_ids[update.update_id] = self.version
         self.workers.add(update.worker_id)
         self.staleness_seen.append(staleness)
         held = self.strategy.buffered
@@ -112,6 +115,43 @@ class CoordinatorCore:
         self.version += 1
         self.applied += held
         return True
+
+    def expire(self, deadline_seconds: float, now: float | None = None) -> list[str]:
+        """Stop waiting for tasks issued more than `deadline_seconds` ago (their worker died, or
+        the task was lost); they stay issued, so a late update still counts. Returns their ids."""
+        now = time.time() if now is None else now
+        late = [task_id for task_id, issued_at in self.in_flight.items()
+                if now - issued_at > deadline_seconds]
+        for task_id in late:
+            del self.in_flight[task_id]
+        self.expired += len(late)
+        return late
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to go on after a restart (see coordinator/checkpoint.py)."""
+        return {"weights": list(self.weights), "version": self.version, "applied": self.applied,
+                "accepted_ids": [[k, v] for k, v in self.accepted_ids.items()],
+                "issued": sorted(self.issued), "in_flight": dict(self.in_flight),
+                "rejected": dict(self.rejected), "rejected_ids": dict(self.rejected_ids),
+                "duplicates": self.duplicates, "workers": sorted(self.workers),
+                "staleness_seen": list(self.staleness_seen), "expired": self.expired,
+                "strategy": self.strategy.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Inverse of `state`."""
+        self.weights = [np.asarray(w) for w in state["weights"]]
+        self.version = int(state["version"])
+        self.applied = int(state["applied"])
+        self.accepted_ids = {str(k): int(v) for k, v in state["accepted_ids"]}
+        self.issued = set(state["issued"])
+        self.in_flight = {str(k): float(v) for k, v in state["in_flight"].items()}
+        self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
+        self.rejected_ids = dict(state["rejected_ids"])
+        self.duplicates = int(state["duplicates"])
+        self.workers = set(state["workers"])
+        self.staleness_seen = [int(t) for t in state["staleness_seen"]]
+        self.expired = int(state["expired"])
+        self.strategy.load_state(state["strategy"])
 
     @property
     def received(self) -> int:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
@@ -83,6 +85,15 @@ class SealedGate:
             self.task_owner[update.task_id] = update.worker_id
         return update
 
+    def state(self) -> dict[str, Any]:
+        return {"seen_nonces": sorted(n.hex() for n in self.seen_nonces),
+                "seen_updates": sorted(self.seen_updates), "task_owner": dict(self.task_owner)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.seen_nonces = {bytes.fromhex(n) for n in state["seen_nonces"]}
+        self.seen_updates = set(state["seen_updates"])
+        self.task_owner = dict(state["task_owner"])
+
     def recipients(self) -> dict[str, X25519PublicKey]:
         """Every registered worker's encryption key: who may read a global model."""
         self.refresh_registry()
@@ -142,6 +153,18 @@ class Intake:
         if self.gate is None:
             return wire.encode(model)
         return wire.encode_sealed(model, self.gate.identity, self.gate.recipients())
+
+    def state(self) -> dict[str, Any]:
+        """Replay protection, task ownership and privacy spending: kept across restarts, so a
+        restarted coordinator neither accepts a replay nor forgets what a worker has spent."""
+        return {"gate": None if self.gate is None else self.gate.state(),
+                "releases": None if self.ledger is None else dict(self.ledger.releases)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.gate is not None and state.get("gate") is not None:
+            self.gate.load_state(state["gate"])
+        if self.ledger is not None and state.get("releases") is not None:
+            self.ledger.releases = Counter({k: int(v) for k, v in state["releases"].items()})
 
     def epsilon(self) -> float | None:
         """The largest epsilon any worker has spent so far (None without DP)."""

@@ -1,4 +1,5 @@
-"""The results directory: history.csv (one row per version), summary.json, accuracy_vs_time.png."""
+"""The results directory: history.csv (one row per version), summary.json, ledger.json,
+accuracy_vs_time.png."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ def write_history(out: Path, history: History) -> None:
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def write_ledger(out: Path, ledger: dict[str, Any]) -> None:
+    """ledger.json: every accepted update id in order of acceptance with the global version it
+    was accepted at, the rejected update ids with their codes, and the duplicate count: what an
+    audit compares with the updates the workers sent."""
+    write_atomic(out / "ledger.json", json.dumps(ledger, indent=1, sort_keys=True) + "\n")
 
 
 def read_curve(path: Path) -> list[tuple[float, float]]:

@@ -2,6 +2,11 @@
 
 Everything runs on the pika I/O thread (evaluation of a small model takes milliseconds); decisions
 are made by `CoordinatorCore`, this module only moves messages and writes results.
+
+Every turn of the loop ends with a commit (`_commit`): what the updates received since the last
+commit changed is written to the checkpoint first; only then are the new tasks published, the new
+model broadcast and the updates acked. A crash at any moment therefore loses nothing that was
+acked, and an update applied but not yet acked is redelivered and recognised by its id.
 """
 
 from __future__ import annotations
@@ -15,17 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from common import leases, models, wire
+from common import faults, leases, models, wire
 from common.amqp import Broker, Delivery, connect, run_with_reconnect
 from common.errors import DecodeError, RejectedUpdate
-from common.messages import Event, GlobalModel, ModelRequest, WeightUpdate
+from common.messages import Event, GlobalModel, ModelRequest, TrainTask, WeightUpdate
 from common.settings import CoordinatorSettings, TrainingSettings
 from common.topology import Topology
+from coordinator import checkpoint
 from coordinator.core import CoordinatorCore, Outcome
 from coordinator.evaluation import Evaluator, Score, held_out
 from coordinator.intake import Intake
 from coordinator.progress import Progress
-from coordinator.results import History, plot_curves, write_history, write_summary
+from coordinator.results import History, plot_curves, write_history, write_ledger, write_summary
 from coordinator.robust import RobustConfig
 from coordinator.strategies import FedAsync, FedAvg, FedBuff, Strategy, make_staleness
 
@@ -84,8 +90,89 @@ class CoordinatorService:
         self.last_score: Score | None = None
         self.time_to_target: float | None = None
         self.bytes_received = 0
-        self.purged_at_start = False
+        self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
         self.workers_ready = settings.wait_for_workers == 0
+        self.finished = False
+        self.dirty = False
+        self.pending_acks: list[Delivery] = []
+        self.pending_tasks: list[TrainTask] = []
+        self.pending_versions: list[int] = []
+        self.resumed_from: int | None = None
+        self.resumes = 0
+        self.model_body: tuple[int, bytes] | None = None
+        self.checkpoint_path = checkpoint.path_in(settings.out)
+        if settings.resume and self.checkpoint_path.exists():
+            self._resume(checkpoint.load(self.checkpoint_path))
+
+    # ------------------------------------------------------------ checkpoint
+
+    def _identity(self) -> dict[str, Any]:
+        return {"job": self.settings.job, "strategy": self.settings.strategy,
+                "model": self.model_name, "fingerprint": self.fingerprint}
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        if state["finished"]:
+            log.info("%s holds a finished job; starting a new one", self.checkpoint_path)
+            return
+        mine = self._identity()
+        theirs = {key: state[key] for key in mine}
+        if theirs != mine:
+            raise checkpoint.CheckpointError(
+                f"{self.checkpoint_path} belongs to another job ({theirs}); this coordinator "
+                f"runs {mine}. Use another --out, or --no-resume to start over")
+        self.core.load_state(state["core"])
+        self.intake.load_state(state["intake"])
+        self.history.rows = list(state["history"])
+        self.started = time.monotonic() - float(state["elapsed"])
+        self.time_to_target = state["time_to_target"]
+        self.bytes_received = int(state["bytes_received"])
+        self.workers_ready = bool(state["workers_ready"])
+        self.set_up = True
+        self.resumed_from = self.core.version
+        self.resumes = int(state["resumes"]) + 1
+        log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
+                    "flight)", self.settings.job, self.checkpoint_path, self.core.version,
+                    self.core.applied, len(self.core.in_flight))
+
+    def _save(self) -> None:
+        """Write the checkpoint (atomically; see coordinator/checkpoint.py)."""
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(self.checkpoint_path, {
+            **self._identity(), "finished": self.finished, "elapsed": self.elapsed(),
+            "time_to_target": self.time_to_target, "bytes_received": self.bytes_received,
+            "workers_ready": self.workers_ready, "resumes": self.resumes,
+            "core": self.core.state(),
+            "intake": self.intake.state(), "history": self.history.rows})
+        faults.after_checkpoint()
+
+    def _commit(self, broker: Broker) -> None:
+        """Checkpoint what changed, then act on it: publish tasks, broadcast, ack updates."""
+        if not self.dirty:
+            return
+        if self.settings.checkpoint:
+            self._save()
+        self.dirty = False
+        while self.pending_tasks:
+            task = self.pending_tasks[0]
+            broker.publish("", self.topology.tasks, self.intake.encode_task(task))
+            self.pending_tasks.pop(0)
+        if self.pending_versions:
+            self._announce(broker, self.pending_versions)
+            self.pending_versions = []
+        for delivery in self.pending_acks:
+            broker.ack(delivery)
+        self.pending_acks = []
+
+    def _pump(self, broker: Broker, seconds: float) -> None:
+        """One turn of the loop: serve the connection, give up on overdue tasks, commit."""
+        broker.process(seconds)
+        late = self.core.expire(self.settings.task_deadline)
+        if late:
+            log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),
+                        self.settings.task_deadline)
+            self.dirty = True
+        self._top_up(broker)
+        self._commit(broker)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -93,9 +180,13 @@ class CoordinatorService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop.set())
         self.settings.out.mkdir(parents=True, exist_ok=True)
-        self._evaluate()
+        if self.resumed_from is None:
+            self._evaluate()
         run_with_reconnect(self._session, self.stop)
+        self.finished = not self.stop.is_set()
         summary = self._write_results()
+        if self.settings.checkpoint:
+            self._save()  # SIGTERM: the job goes on from here when restarted; else: finished
         self.progress.finish(self.stop)
         return summary
 
@@ -103,12 +194,13 @@ class CoordinatorService:
         return time.monotonic() - self.started
 
     def _session(self) -> None:
+        self.pending_acks = []  # deliveries of a lost connection: the broker redelivers them
         broker = connect(self.settings, "fedmq-coordinator")
         try:
-            if not self.purged_at_start:  # before declaring, so no worker attaches to old leases
+            if not self.set_up:  # before declaring, so no worker attaches to old leases
                 leases.refill(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
-            if not self.purged_at_start:
+            if not self.set_up:
                 self._purge_leftovers(broker)
             self._broadcast(broker)
             broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
@@ -116,13 +208,15 @@ class CoordinatorService:
             broker.consume(self.topology.model_requests,
                            lambda d: self._on_model_request(broker, d), prefetch=8)
             self._wait_for_workers(broker)
-            self._top_up(broker)
             while not self._done() and not self.stop.is_set():
-                broker.process(0.25)
+                self._pump(broker, 0.25)
             if not self.stop.is_set():
                 self._drain(broker)
                 self._event(broker, "finished", version=self.core.version,
                             applied=self.core.applied, rejected=self.core.rejected_total)
+            else:
+                self.dirty = True  # SIGTERM: checkpoint and ack what was handled, then stop
+                self._commit(broker)
         finally:
             broker.close()
 
@@ -132,7 +226,7 @@ class CoordinatorService:
             dropped = broker.purge(queue)
             if dropped:
                 log.warning("purged %d leftover messages from %s", dropped, queue)
-        self.purged_at_start = True
+        self.set_up = True
 
     def _wait_for_workers(self, broker: Broker) -> None:
         """With --wait-for-workers N: hold tasks (and the clock) until N workers consume them."""
@@ -143,7 +237,7 @@ class CoordinatorService:
                 self.started = time.monotonic()
                 self._evaluate()
             else:
-                broker.process(0.25)
+                self._pump(broker, 0.25)
 
     def _done(self) -> bool:
         settings = self.settings
@@ -166,16 +260,32 @@ class CoordinatorService:
         return exceeding is not None
 
     def _drain(self, broker: Broker) -> None:
-        """Stop issuing; wait (bounded) for updates of tasks that workers already started."""
-        purged = broker.purge(self.topology.tasks)
-        expected = max(0, len(self.core.in_flight) - purged)
+        """Stop issuing; take back the tasks nobody started and wait (up to drain_seconds) for
+        the updates of tasks in hand, so the job ends with its queues empty."""
         deadline = time.monotonic() + self.settings.drain_seconds
-        received_before = self.core.received
-        while self.core.received - received_before < expected and time.monotonic() < deadline:
-            broker.process(0.25)
+        while True:
+            self._take_back_tasks(broker)
+            if not self.core.in_flight or time.monotonic() >= deadline:
+                break
+            self._pump(broker, 0.25)
+        self._take_back_tasks(broker)
+        if self.core.in_flight:
+            log.warning("%d tasks still in flight at the end; their updates will not count",
+                        len(self.core.in_flight))
         self.core.in_flight.clear()
         if self.core.flush():
-            self._new_version(broker, None, "")
+            self._version_made(None, "")
+        self.dirty = True
+        self._commit(broker)
+
+    def _take_back_tasks(self, broker: Broker) -> None:
+        """Remove the tasks still queued (they will not be trained) from the tasks in flight."""
+        while (delivery := broker.get(self.topology.tasks)) is not None:
+            task_id = self.intake.task_of(delivery.body)
+            if task_id is not None:
+                self.core.in_flight.pop(task_id, None)
+            broker.ack(delivery)
+            self.dirty = True
 
     # ------------------------------------------------------------ messages
 
@@ -192,8 +302,11 @@ class CoordinatorService:
             self._handle_outcome(broker, delivery, None, outcome)
         else:
             self._handle_outcome(broker, delivery, update, self.core.handle(update))
-        broker.ack(delivery)
-        self._top_up(broker)
+        self.dirty = True
+        if self.settings.checkpoint:
+            self.pending_acks.append(delivery)  # acked by _commit, after the checkpoint
+        else:
+            broker.ack(delivery)
 
     def _handle_outcome(self, broker: Broker, delivery: Delivery, update: WeightUpdate | None,
                         outcome: Outcome) -> None:
@@ -208,21 +321,29 @@ class CoordinatorService:
         elif outcome.kind == "duplicate":
             log.info("ignored duplicate update %s", update.update_id if update else "?")
         elif outcome.kind == "applied" and update is not None:
-            self._new_version(broker, outcome.staleness, update.worker_id)
+            self._version_made(outcome.staleness, update.worker_id)
 
-    def _new_version(self, broker: Broker, staleness: int | None, worker_id: str) -> None:
-        """Record, broadcast and (every k versions) evaluate the version just made."""
+    def _version_made(self, staleness: int | None, worker_id: str) -> None:
+        """Record the version just made; `_commit` broadcasts it once it is checkpointed."""
         version = self.core.version
-        epsilon = self.intake.epsilon()
-        self.history.add(version, self.elapsed(), staleness, worker_id, epsilon=epsilon)
+        self.history.add(version, self.elapsed(), staleness, worker_id,
+                         epsilon=self.intake.epsilon())
         self.progress.new_version(version, self.core.applied)
+        self.pending_versions.append(version)
+        self.dirty = True
+
+    def _announce(self, broker: Broker, versions: list[int]) -> None:
+        """Broadcast the current model; events for each new version; evaluate every k."""
         self._broadcast(broker)
-        self._event(broker, "version", version=version, staleness=staleness, worker=worker_id,
-                    epsilon=epsilon)
-        if version % self.settings.eval_every == 0:
+        rows = {row["version"]: row for row in self.history.rows}
+        for version in versions:
+            row = rows.get(version, {})
+            self._event(broker, "version", version=version, staleness=row.get("staleness"),
+                        worker=row.get("worker_id", ""), epsilon=row.get("epsilon") or None)
+        if any(version % self.settings.eval_every == 0 for version in versions):
             score = self._evaluate()
-            self._event(broker, "evaluation", version=version, accuracy=round(score.accuracy, 6),
-                        loss=round(score.loss, 6))
+            self._event(broker, "evaluation", version=self.core.version,
+                        accuracy=round(score.accuracy, 6), loss=round(score.loss, 6))
 
     def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
         try:
@@ -243,15 +364,21 @@ class CoordinatorService:
         broker.ack(delivery)
 
     def _model_body(self) -> bytes:
-        return self.intake.encode_model(GlobalModel(
-            version=self.core.version, fingerprint=self.fingerprint,
-            weights=tuple(self.core.weights)))
+        """The last broadcast model: a model request never gets a version that is not yet in
+        the checkpoint (a restart would take it back)."""
+        if self.model_body is None or self.model_body[0] != self.core.version:
+            self.model_body = (self.core.version, self.intake.encode_model(GlobalModel(
+                version=self.core.version, fingerprint=self.fingerprint,
+                weights=tuple(self.core.weights))))
+        return self.model_body[1]
 
     def _broadcast(self, broker: Broker) -> None:
+        self.model_body = None
         broker.publish(self.topology.model, "", self._model_body(), persistent=False)
 
     def _top_up(self, broker: Broker) -> None:
-        """Keep `concurrency` tasks in flight, never more than the updates still wanted.
+        """Keep `concurrency` tasks in flight, never more than the updates still wanted; the
+        tasks are published by `_commit`, once they are in the checkpoint.
 
         A synchronous strategy gets its next round only when the last one has fully arrived.
         """
@@ -261,11 +388,11 @@ class CoordinatorService:
             return
         wanted = self.settings.max_updates - self.core.applied - self.core.strategy.buffered
         if wanted <= 0 and not self.core.in_flight and self.core.flush():
-            self._new_version(broker, None, "")  # the last, partial buffer or round
+            self._version_made(None, "")  # the last, partial buffer or round
             return
         while len(self.core.in_flight) < min(self.settings.concurrency, wanted):
-            task = self.core.issue_task()
-            broker.publish("", self.topology.tasks, self.intake.encode_task(task))
+            self.pending_tasks.append(self.core.issue_task())
+            self.dirty = True
 
     def _event(self, broker: Broker, name: str, **fields: Any) -> None:
         event = Event(name=name, job=self.settings.job, fields=fields)
@@ -308,8 +435,14 @@ class CoordinatorService:
             "stopped_early": self.stop.is_set(), "stop_reason": self.stop_reason,
             "sealed": self.intake.gate is not None, "epsilon": self.intake.epsilon(),
             "dp_delta": self.settings.dp_delta if self.intake.ledger else None,
+            "resumes": self.resumes, "resumed_from_version": self.resumed_from,
+            "expired_tasks": self.core.expired, "checkpoint": self.settings.checkpoint,
         }
         write_summary(out, summary)
+        write_ledger(out, {"applied": [[update_id, version] for update_id, version
+                                       in self.core.accepted_ids.items()],
+                           "rejected": self.core.rejected_ids,
+                           "duplicates": self.core.duplicates})
         log.info("finished: %s", {k: summary[k] for k in ("final_accuracy", "updates_applied",
                                                            "updates_rejected", "wall_seconds")})
         return summary

@@ -225,12 +225,14 @@ class FedBuff:
         return apply_delta(current, step, self.server_lr)
 
     def state(self) -> dict[str, Any]:
-        return {"deltas": self.deltas, "weights": self.weights, "velocity": self.velocity}
+        return {"deltas": self.deltas, "weights": self.weights, "velocity": self.velocity,
+                "dropped": self.dropped}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.deltas = [list(d) for d in state["deltas"]]
         self.weights = [float(w) for w in state["weights"]]
         self.velocity = None if state["velocity"] is None else list(state["velocity"])
+        self.dropped = int(state.get("dropped", 0))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common import models, privacy, wire
+from common import faults, models, privacy, wire
 from common.amqp import Broker, Delivery, connect, run_with_reconnect
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.leases import Lease
@@ -212,6 +212,7 @@ class WorkerService:
         """Training thread: never touches the broker except through call_threadsafe."""
         trainer = self.trainer
         assert trainer is not None, "tasks are consumed only once the data is loaded"
+        faults.on_task(task.task_id)
         try:
             model = self._model_for(task)
             result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,

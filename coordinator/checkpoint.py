@@ -1,0 +1,98 @@
+"""The coordinator's checkpoint: one file, `<out>/checkpoint.npz`, replaced atomically.
+
+It holds everything a restarted coordinator needs to go on with the same job at the same version:
+the global weights, the strategy's state (FedBuff buffer and momentum, FedAvg round), the job's
+bookkeeping (applied update ids in order, issued tasks and tasks in flight, counters), the
+history so far and the sealed-mode and privacy state. Arrays are stored as npz members and
+everything else as one JSON document inside the same archive, so a checkpoint is read with
+`allow_pickle=False` and can never execute code. Writing goes to a temporary file, is fsynced and
+then renamed over the old checkpoint: a crash at any moment leaves either the old or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import ConfigError
+
+CHECKPOINT_NAME = "checkpoint.npz"
+FORMAT = 1
+_STATE_KEY = "state_json"
+_ARRAY_REF = "$array"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be read or belongs to another job."""
+
+
+def path_in(out: Path) -> Path:
+    return out / CHECKPOINT_NAME
+
+
+def _split(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """`value` with every ndarray replaced by a reference to a member of `arrays`."""
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {_ARRAY_REF: key}
+    if isinstance(value, dict):
+        return {str(k): _split(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split(v, arrays) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _join(value: Any, arrays: Any) -> Any:
+    """Inverse of `_split`."""
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY_REF}:
+            return np.array(arrays[value[_ARRAY_REF]])
+        return {k: _join(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, arrays) for v in value]
+    return value
+
+
+def save(path: Path, state: dict[str, Any]) -> int:
+    """Write `state` (JSON-able values and ndarrays) atomically; returns the bytes written."""
+    arrays: dict[str, np.ndarray] = {}
+    document = _split({"format": FORMAT, **state}, arrays)
+    text = json.dumps(document, separators=(",", ":")).encode()
+    arrays[_STATE_KEY] = np.frombuffer(text, dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    data = buffer.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself must survive a power cut
+    finally:
+        os.close(directory)
+    return len(data)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The state saved by `save`; CheckpointError if the file is not a readable checkpoint."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            document = json.loads(bytes(archive[_STATE_KEY]).decode())
+            state = _join(document, archive)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has an unknown format")
+    return state
