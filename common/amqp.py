@@ -171,13 +171,14 @@ class Broker:
                 self.process(left)  # returns early once after a closed channel
         return False
 
-    def declare_queue(self, name: str, bind_to: str | None = None, *,
-                      durable: bool = True) -> None:
-        """Declare a plain classic queue, optionally bound to an exchange (tools and tests)."""
+    def declare_queue(self, name: str, bind_to: str | None = None, *, durable: bool = True,
+                      routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        """Declare a queue (classic unless `arguments` say otherwise), optionally bound to an
+        exchange with `routing_key` (tools and tests)."""
         with _translated():
-            self._channel.queue_declare(name, durable=durable)
+            self._channel.queue_declare(name, durable=durable, arguments=arguments)
             if bind_to is not None:
-                self._channel.queue_bind(name, bind_to)
+                self._channel.queue_bind(name, bind_to, routing_key=routing_key)
 
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""

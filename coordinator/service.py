@@ -100,6 +100,8 @@ class CoordinatorService:
         self.resumed_from: int | None = None
         self.resumes = 0
         self.model_body: tuple[int, bytes] | None = None
+        self.last_update_at = 0.0
+        self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         self.checkpoint_path = checkpoint.path_in(settings.out)
         if settings.resume and self.checkpoint_path.exists():
             self._resume(checkpoint.load(self.checkpoint_path))
@@ -130,6 +132,10 @@ class CoordinatorService:
         self.set_up = True
         self.resumed_from = self.core.version
         self.resumes = int(state["resumes"]) + 1
+        # Tasks in flight may have been checkpointed but never published (a crash between the
+        # two): issue new ones now rather than after the task deadline. The old ones stay
+        # issued, so an update for one that was published still counts.
+        self.core.expire(0.0)
         log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
                     "flight)", self.settings.job, self.checkpoint_path, self.core.version,
                     self.core.applied, len(self.core.in_flight))
@@ -195,6 +201,7 @@ class CoordinatorService:
 
     def _session(self) -> None:
         self.pending_acks = []  # deliveries of a lost connection: the broker redelivers them
+        self.dirty = bool(self.pending_tasks or self.pending_versions)
         broker = connect(self.settings, "fedmq-coordinator")
         try:
             if not self.set_up:  # before declaring, so no worker attaches to old leases
@@ -261,11 +268,19 @@ class CoordinatorService:
 
     def _drain(self, broker: Broker) -> None:
         """Stop issuing; take back the tasks nobody started and wait (up to drain_seconds) for
-        the updates of tasks in hand, so the job ends with its queues empty."""
+        the updates of tasks in hand and for the updates queue to empty, so the job ends with
+        its queues empty.
+
+        A task can be in a worker's hands without being in flight: one redelivered because its
+        first worker died after sending the update but before acking the task. So once nothing
+        is in flight the drain still waits for a quiet spell as long as the longest training
+        seen (plus a second) before it ends.
+        """
         deadline = time.monotonic() + self.settings.drain_seconds
-        while True:
+        while time.monotonic() < deadline:
             self._take_back_tasks(broker)
-            if not self.core.in_flight or time.monotonic() >= deadline:
+            if not self.core.in_flight and broker.queue_depth(self.topology.updates)[0] == 0 \
+                    and time.monotonic() - self.last_update_at > self.longest_training + 1.0:
                 break
             self._pump(broker, 0.25)
         self._take_back_tasks(broker)
@@ -291,6 +306,7 @@ class CoordinatorService:
 
     def _on_update(self, broker: Broker, delivery: Delivery) -> None:
         self.bytes_received += len(delivery.body)
+        self.last_update_at = time.monotonic()
         self.progress.received()
         try:
             update = self.intake.open_update(delivery.body, self.core.issued)
@@ -301,6 +317,7 @@ class CoordinatorService:
             outcome = self.core.reject(exc, self.intake.task_of(delivery.body))
             self._handle_outcome(broker, delivery, None, outcome)
         else:
+            self.longest_training = max(self.longest_training, min(update.train_seconds, 60.0))
             self._handle_outcome(broker, delivery, update, self.core.handle(update))
         self.dirty = True
         if self.settings.checkpoint:

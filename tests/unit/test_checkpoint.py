@@ -1,0 +1,136 @@
+"""The coordinator's checkpoint: exact round trips, atomic replacement, no pickle, and a core that
+goes on after a restart exactly as it would have without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.messages import WeightUpdate
+from common.privacy import PrivacyLedger
+from coordinator import checkpoint
+from coordinator.core import CoordinatorCore
+from coordinator.intake import Intake
+from coordinator.strategies import FedBuff
+from tests.unit.test_coordinator_core import fresh_core, snapshot, update_for
+
+
+def buffered_core() -> CoordinatorCore:
+    """A FedBuff core with momentum, one flush behind it and two deltas in its buffer."""
+    core = fresh_core(FedBuff(buffer_size=3, momentum=0.9), max_staleness=10)
+    for value in (1.0, 2.0, 3.0, 0.5, -1.0):
+        core.handle(update_for(core, value))
+    core.issue_task()
+    core.handle(update_for(core, task_id="never-issued"))  # a rejection, with its id
+    return core
+
+
+def test_a_core_round_trips_through_a_checkpoint_exactly(tmp_path: Path) -> None:
+    # Given a core with applied, buffered, rejected and in-flight state
+    core = buffered_core()
+    path = tmp_path / checkpoint.CHECKPOINT_NAME
+    # When it is saved and loaded into a fresh core
+    checkpoint.save(path, {"core": core.state(), "note": "x"})
+    loaded = fresh_core(FedBuff(buffer_size=3, momentum=0.9), max_staleness=10)
+    state = checkpoint.load(path)
+    loaded.load_state(state["core"])
+    # Then every part of it is equal, arrays bit for bit
+    assert state["note"] == "x"
+    assert snapshot(loaded) == snapshot(core)
+    assert loaded.accepted_ids == core.accepted_ids and list(loaded.accepted_ids) == list(
+        core.accepted_ids)
+    assert (loaded.issued, loaded.in_flight) == (core.issued, core.in_flight)
+    assert (loaded.rejected, loaded.rejected_ids) == (core.rejected, core.rejected_ids)
+    assert (loaded.applied, loaded.duplicates, loaded.workers) == (
+        core.applied, core.duplicates, core.workers)
+    mine, theirs = loaded.strategy, core.strategy
+    assert isinstance(mine, FedBuff) and isinstance(theirs, FedBuff)
+    assert mine.weights == theirs.weights and len(mine.deltas) == len(theirs.deltas) == 2
+    for a, b in zip(sum(mine.deltas, []) + (mine.velocity or []),
+                    sum(theirs.deltas, []) + (theirs.velocity or []), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_a_restored_core_continues_exactly_like_the_original() -> None:
+    # Given a core and its restored copy
+    core = buffered_core()
+    copy = fresh_core(FedBuff(buffer_size=3, momentum=0.9), max_staleness=10)
+    copy.load_state(core.state())
+    # When both get the same next update, and the copy also gets an update it already applied
+    task = core.issue_task()
+    copy.issued.add(task.task_id)
+    update = update_for(core, 0.25, task_id=task.task_id)
+    first = next(iter(core.accepted_ids))
+    # Then the models stay identical and the replayed update is a duplicate
+    assert core.handle(update) == copy.handle(update)
+    assert snapshot(core) == snapshot(copy)
+    replayed = WeightUpdate(update_id=first, worker_id="w", task_id=task.task_id,
+                            base_version=0, num_examples=1, train_seconds=0.1,
+                            weights=tuple(copy.weights), is_delta=True)
+    assert copy.handle(replayed).kind == "duplicate" and snapshot(core) == snapshot(copy)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a checkpoint on disk
+    path = tmp_path / checkpoint.CHECKPOINT_NAME
+    checkpoint.save(path, {"version": 1, "weights": [np.ones(3, np.float32)]})
+
+    # When the next write dies before its rename (a crash, a full disk)
+    def crash(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(path, {"version": 2, "weights": [np.zeros(3, np.float32)]})
+    # Then the old checkpoint is still there, whole
+    state = checkpoint.load(path)
+    assert state["version"] == 1 and state["weights"][0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_checkpoint_never_unpickles(tmp_path: Path) -> None:
+    # Given files that are not checkpoints: a pickle, garbage, one whose array is an object
+    # array (reading it would unpickle), and none at all
+    pickled = tmp_path / "pickled.npz"
+    pickled.write_bytes(pickle.dumps({"version": 1}))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(os.urandom(200))
+    linked = tmp_path / "linked.npz"
+    np.savez(linked, state_json=np.frombuffer(
+        json.dumps({"format": 1, "w": {"$array": "a0"}}).encode(), np.uint8),
+        a0=np.array([{"x": 1}], dtype=object))
+    # When they are loaded, then each is refused with a CheckpointError
+    for path in (pickled, garbage, linked, tmp_path / "missing.npz"):
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load(path)
+
+
+def test_expired_tasks_leave_flight_but_a_late_update_still_counts() -> None:
+    # Given two tasks, one issued long ago
+    core = fresh_core()
+    old_update = update_for(core, 1.0)
+    core.in_flight[old_update.task_id] -= 1000
+    recent = core.issue_task()
+    # When the deadline passes for the old one
+    assert core.expire(300.0) == [old_update.task_id]
+    # Then only the recent one is awaited, and the old one's late update is still applied
+    assert set(core.in_flight) == {recent.task_id} and core.expired == 1
+    assert core.handle(old_update).kind == "applied"
+
+
+def test_privacy_spending_and_replay_protection_survive_a_restart() -> None:
+    # Given an intake that has counted two releases of w1
+    intake = Intake(max_bytes=1 << 20, ledger=PrivacyLedger(1.0, 1e-5, budget=None))
+    intake.ledger.record("w1")  # type: ignore[union-attr]
+    intake.ledger.record("w1")  # type: ignore[union-attr]
+    # When its state is loaded into a fresh intake
+    fresh = Intake(max_bytes=1 << 20, ledger=PrivacyLedger(1.0, 1e-5, budget=None))
+    fresh.load_state(json.loads(json.dumps(intake.state())))
+    # Then the worker's spending carries on from two releases
+    assert fresh.ledger is not None and fresh.ledger.releases["w1"] == 2
+    assert fresh.epsilon() == intake.epsilon()
