@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,18 +88,22 @@ def checkpoint_version(out: Path) -> int:
     return int(checkpoint.load(path)["core"]["version"]) if path.exists() else -1
 
 
+def tapped(url: str, topology: Topology) -> dict[str, WeightUpdate]:
+    """The tapped updates, on a new connection (the test's own may have idled out)."""
+    broker = Broker(url, name="fedmq-test-audit")
+    try:
+        return tapped_updates(broker, topology)
+    finally:
+        broker.close()
+
+
 def finish_and_audit(procs: Processes, coordinator: Proc, url: str, topology: Topology,
                      management: Management, out: Path, undisturbed: float,
                      settings: dict[str, Any]) -> dict[str, Any]:
     """Wait for the end; stop the workers; audit the ledger, accuracy and queues."""
     assert procs.wait(coordinator, RUN_TIMEOUT) == 0, coordinator.log()[-4000:]
     procs.stop_all()
-    broker = Broker(url, name="fedmq-test-audit")  # the test's own connection may have idled out
-    try:
-        sent = tapped_updates(broker, topology)
-    finally:
-        broker.close()
-    result = audit(out, sent, {k: v for k, v in settings.items() if k != "out"})
+    result = audit(out, tapped(url, topology), {k: v for k, v in settings.items() if k != "out"})
     summary = result.summary
     assert summary["final_accuracy"] >= undisturbed - ACCURACY_SLACK, \
         f"{summary['final_accuracy']:.4f} vs undisturbed {undisturbed:.4f}"
@@ -196,6 +201,44 @@ def test_kill_9_the_coordinator_5_times_and_it_resumes_from_its_checkpoint(
     assert summary["resumes"] == 5
 
 
+def test_sigterm_stops_workers_and_coordinator_cleanly_and_the_job_resumes(
+        procs: Processes, broker: Broker, topology: Topology, management: Management,
+        tmp_path: Path, amqp_url: str) -> None:
+    # Given a run of 2 workers whose tasks take about a second
+    tap_updates(broker, topology)
+    out = tmp_path / "out"
+    workers = [start_worker(procs, slot, 0, train_delay_seconds=1.0) for slot in range(2)]
+    settings = {**JOB, "out": out, "max_updates": 30, "concurrency": 2}
+    coordinator = procs.start("coordinator", name="c0", **settings)
+    wait_for(lambda: checkpoint_version(out) >= 5, 120, "the first versions")
+
+    # When a worker (most likely mid-task) and then the coordinator get SIGTERM
+    workers[0].process.send_signal(signal.SIGTERM)
+    assert procs.wait(workers[0], 60) == 0, workers[0].log()[-2000:]
+    coordinator.process.send_signal(signal.SIGTERM)
+    assert procs.wait(coordinator, 60) == 0, coordinator.log()[-2000:]
+
+    # Then both exited cleanly: the worker after finishing or handing back its task, the
+    # coordinator with its results and an unfinished checkpoint
+    assert "stopped after" in workers[0].log()
+    stopped = read_summary(out)
+    state = checkpoint.load(checkpoint.path_in(out))
+    assert stopped["stopped_early"] and not state["finished"]
+    assert state["core"]["version"] == stopped["versions"]
+
+    # and a restart resumes at that version and finishes the job with a clean audit
+    start_worker(procs, 0, 1, train_delay_seconds=1.0)
+    coordinator = procs.start("coordinator", name="c1", **settings)
+    wait_for(lambda: f"at version {stopped['versions']} " in coordinator.log(), 120,
+             "the resume")
+    assert procs.wait(coordinator, RUN_TIMEOUT) == 0, coordinator.log()[-4000:]
+    procs.stop_all()
+    result = audit(out, tapped(amqp_url, topology),
+                   {k: v for k, v in settings.items() if k != "out"})
+    assert result.summary["updates_applied"] >= 30 and result.summary["resumes"] == 1
+    queues_end_empty(management, topology)
+
+
 # ---------------------------------------------------------------- 3. the broker restarts
 
 
@@ -244,7 +287,7 @@ def test_restart_the_broker_3_times(tmp_path: Path, undisturbed: float) -> None:
 
 def test_a_task_lasting_three_heartbeats_is_applied_once(
         procs: Processes, broker: Broker, topology: Topology, management: Management,
-        tmp_path: Path) -> None:
+        tmp_path: Path, amqp_url: str) -> None:
     # Given a worker with 1 s heartbeats whose every task takes over 4.5 s (> 3 intervals)
     tap_updates(broker, topology)
     out = tmp_path / "out"
@@ -259,7 +302,7 @@ def test_a_task_lasting_three_heartbeats_is_applied_once(
     procs.stop_all()
 
     # Then each update was applied exactly once and the ledger audit holds
-    result = audit(out, tapped_updates(broker, topology),
+    result = audit(out, tapped(amqp_url, topology),
                    {k: v for k, v in settings.items() if k != "out"})
     assert result.summary["updates_applied"] == 2 == len(result.applied)
     assert result.summary["duplicates"] == 0 and result.summary["updates_rejected"] == 0
