@@ -99,7 +99,7 @@ class CoordinatorService:
         self.pending_versions: list[int] = []
         self.resumed_from: int | None = None
         self.resumes = 0
-        self.model_body: tuple[int, bytes] | None = None
+        self.model_body: bytes | None = None  # the last broadcast model
         self.last_update_at = 0.0
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         self.checkpoint_path = checkpoint.path_in(settings.out)
@@ -135,10 +135,10 @@ class CoordinatorService:
         # Tasks in flight may have been checkpointed but never published (a crash between the
         # two): issue new ones now rather than after the task deadline. The old ones stay
         # issued, so an update for one that was published still counts.
-        self.core.expire(0.0)
+        reissued = len(self.core.expire(0.0))
         log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
-                    "flight)", self.settings.job, self.checkpoint_path, self.core.version,
-                    self.core.applied, len(self.core.in_flight))
+                    "flight issued again)", self.settings.job, self.checkpoint_path,
+                    self.core.version, self.core.applied, reissued)
 
     def _save(self) -> None:
         """Write the checkpoint (atomically; see coordinator/checkpoint.py)."""
@@ -201,7 +201,6 @@ class CoordinatorService:
 
     def _session(self) -> None:
         self.pending_acks = []  # deliveries of a lost connection: the broker redelivers them
-        self.dirty = bool(self.pending_tasks or self.pending_versions)
         broker = connect(self.settings, "fedmq-coordinator")
         try:
             if not self.set_up:  # before declaring, so no worker attaches to old leases
@@ -209,6 +208,8 @@ class CoordinatorService:
             broker.declare(self.topology)
             if not self.set_up:
                 self._purge_leftovers(broker)
+            self.dirty = True  # checkpoint what changed while the connection was down, publish
+            self._commit(broker)  # the tasks it left pending, and only then broadcast
             self._broadcast(broker)
             broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
                            prefetch=UPDATE_PREFETCH)
@@ -383,15 +384,18 @@ class CoordinatorService:
     def _model_body(self) -> bytes:
         """The last broadcast model: a model request never gets a version that is not yet in
         the checkpoint (a restart would take it back)."""
-        if self.model_body is None or self.model_body[0] != self.core.version:
-            self.model_body = (self.core.version, self.intake.encode_model(GlobalModel(
-                version=self.core.version, fingerprint=self.fingerprint,
-                weights=tuple(self.core.weights))))
-        return self.model_body[1]
+        if self.model_body is None:
+            self.model_body = self._encode_model()
+        return self.model_body
+
+    def _encode_model(self) -> bytes:
+        return self.intake.encode_model(GlobalModel(
+            version=self.core.version, fingerprint=self.fingerprint,
+            weights=tuple(self.core.weights)))
 
     def _broadcast(self, broker: Broker) -> None:
-        self.model_body = None
-        broker.publish(self.topology.model, "", self._model_body(), persistent=False)
+        self.model_body = self._encode_model()
+        broker.publish(self.topology.model, "", self.model_body, persistent=False)
 
     def _top_up(self, broker: Broker) -> None:
         """Keep `concurrency` tasks in flight, never more than the updates still wanted; the
