@@ -26,6 +26,7 @@ from common.settings import (
     WatchSettings,
     WorkerSettings,
 )
+from common.tls_cli import tls
 
 S = TypeVar("S", bound=BaseSettings)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -193,6 +194,7 @@ def status(**flags: Any) -> None:
 
 
 main.add_command(keys)
+main.add_command(tls)
 
 
 if __name__ == "__main__":

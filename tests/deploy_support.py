@@ -19,17 +19,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_TLS_FILE = ROOT / "docker-compose.tls.yml"  # the override that turns TLS on
 DOCKERFILE = ROOT / "Dockerfile"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
+RABBITMQ_TLS_CONF = ROOT / "deploy" / "rabbitmq" / "tls.conf"
 
 
 @functools.cache
-def compose_config() -> dict[str, Any]:
-    """The compose file as `docker-compose config` validates and resolves it (anchors merged)."""
+def compose_config(*overrides: Path) -> dict[str, Any]:
+    """The compose file, with any override files on top (`-f docker-compose.yml -f ...`), as
+    `docker-compose config` validates, merges and resolves them (anchors merged)."""
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose is required (Debian: apt-get install docker-compose; .ci/run does)"
-    result = subprocess.run([tool, "-f", str(COMPOSE_FILE), "config"], capture_output=True,
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
+    result = subprocess.run([tool, *files, "config"], capture_output=True,
                             text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, f"docker-compose config refused the file:\n{result.stderr}"
     config: dict[str, Any] = yaml.safe_load(result.stdout)
@@ -59,10 +63,19 @@ def definitions() -> dict[str, Any]:
     return loaded
 
 
-def rabbitmq_conf() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in RABBITMQ_CONF.read_text().splitlines()
+def rabbitmq_conf(path: Path = RABBITMQ_CONF) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
              if line.strip() and not line.lstrip().startswith("#"))
     return {key.strip(): value.strip() for key, value in pairs}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a service's volumes, as `docker-compose config` prints them."""
+    result = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        result[target] = source
+    return result
 
 
 def password_matches(password_hash: str, password: str) -> bool:

@@ -21,6 +21,7 @@ import requests
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+DIAGNOSTICS = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics"
 
 
 @dataclass
@@ -109,6 +110,10 @@ class PrivateNode:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def diagnostics(self, *args: str) -> None:
+        """`rabbitmq-diagnostics -n <node> ARGS`; raises CalledProcessError when it fails."""
+        self._as_rabbitmq(DIAGNOSTICS, "-n", self.node, *args)
 
     def stop_app(self) -> None:
         self._as_rabbitmq(CTL, "-n", self.node, "stop_app")

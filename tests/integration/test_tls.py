@@ -14,9 +14,9 @@ from common.amqp import BrokerRefused, connect
 from common.errors import BrokerUnavailable
 from common.management import Management
 from common.settings import ConnectionSettings
+from common.tls_certs import CertificateAuthority, Pair
 from tests.integration.private_node import PrivateNode
 from tests.integration.support import Processes, wait_for
-from tests.integration.tls_certs import CertificateAuthority, Pair
 
 pytestmark = pytest.mark.integration
 TLS_PORT = 5691

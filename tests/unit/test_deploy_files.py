@@ -19,6 +19,7 @@ from tests.deploy_support import (
     dockerfile_instruction,
     entrypoint,
     fedmq_services,
+    mounts,
     password_matches,
     rabbitmq_conf,
 )
@@ -30,15 +31,6 @@ ROLE_USERS = {"coordinator": "fedmq-coordinator", "worker": "fedmq-worker",
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     return compose_config()
-
-
-def mounts(service: dict[str, Any]) -> dict[str, str]:
-    """target -> source of a service's volumes, as `docker-compose config` prints them."""
-    result = {}
-    for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        result[target] = source
-    return result
 
 
 def test_the_broker_is_the_official_management_image_with_a_healthcheck(
