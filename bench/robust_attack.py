@@ -23,6 +23,7 @@ import numpy as np
 from common import data, models
 from coordinator.evaluation import Evaluator
 from coordinator.robust import RobustConfig, krum_scores
+from coordinator.strategies import global_norm
 from worker.attacks import attack_delta
 
 ATTACKERS = {8: ("sign_flip", 10.0), 9: ("scale", 100.0)}
@@ -43,6 +44,7 @@ class Setup:
     workers: int = 10
     local_epochs: int = 2
     learning_rate: float = 0.5
+    server_lr: float = 1.0  # x <- x + server_lr * aggregate, for every strategy alike
     batch_size: int = 16
     partition: str = "iid"
     seed: int = 0
@@ -65,7 +67,8 @@ def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dic
         rule, attacked = STRATEGIES[name]
         rule.check(setup.workers)
         weights, started = [w.copy() for w in initial], time.monotonic()
-        picks: list[int] = []  # which worker Krum chose, round by round
+        picks: list[int] = []  # which worker Krum chose, step by step
+        pick_norm_ratio = float("nan")  # last step: chosen delta's norm / median honest norm
         for _ in range(setup.rounds):
             deltas = []
             for index, shard in enumerate(shards):
@@ -79,13 +82,19 @@ def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dic
                 deltas.append(delta)
             if rule.aggregator == "krum":
                 picks.append(int(np.argmin(krum_scores(deltas, rule.byzantine_f))))
+                honest = [global_norm(d) for i, d in enumerate(deltas)
+                          if not (attacked and i in ATTACKERS)]
+                pick_norm_ratio = global_norm(deltas[picks[-1]]) / float(np.median(honest))
             combined = rule.aggregate(deltas)
-            weights = [(w + a).astype(w.dtype) for w, a in zip(weights, combined, strict=True)]
+            weights = [(w + setup.server_lr * a).astype(w.dtype)
+                       for w, a in zip(weights, combined, strict=True)]
         score = evaluator.score(weights)
         results[name] = {"accuracy": score.accuracy,
                          "seconds": round(time.monotonic() - started, 1)}
         if picks:
-            results[name]["distinct_workers_picked"] = len(set(picks))
+            results[name] |= {"distinct_workers_picked": len(set(picks)),
+                              "top_worker_share": max(map(picks.count, set(picks))) / len(picks),
+                              "last_pick_norm_ratio": round(pick_norm_ratio, 3)}
     return results
 
 
@@ -93,21 +102,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=Setup.rounds)
     parser.add_argument("--local-epochs", type=int, default=Setup.local_epochs)
+    parser.add_argument("--learning-rate", type=float, default=Setup.learning_rate,
+                        help="Workers' local SGD learning rate.")
+    parser.add_argument("--server-lr", type=float, default=Setup.server_lr,
+                        help="Step size on the aggregate (the same for every strategy).")
     parser.add_argument("--partition", choices=["iid", "dirichlet"], default="iid")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES),
                         default=list(STRATEGIES), help="Which to run (clean mean first).")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    setup = Setup(rounds=args.rounds, local_epochs=args.local_epochs, partition=args.partition,
-                  seed=args.seed)
+    setup = Setup(rounds=args.rounds, local_epochs=args.local_epochs,
+                  learning_rate=args.learning_rate, server_lr=args.server_lr,
+                  partition=args.partition, seed=args.seed)
     results = run(setup, args.strategies)
     clean = results.get("clean mean", {"accuracy": float("nan")})["accuracy"]
     print(f"{'strategy':<15} {'accuracy':>9} {'vs clean':>9} {'seconds':>8}")
     for name, row in results.items():
         print(f"{name:<15} {row['accuracy']:>9.4f} {100 * (row['accuracy'] - clean):>+8.1f}p "
               f"{row['seconds']:>8.1f}"
-              + (f"  (Krum picked {row['distinct_workers_picked']:.0f} distinct workers)"
+              + (f"  (Krum picked {row['distinct_workers_picked']:.0f} distinct workers, the "
+                 f"top one {100 * row['top_worker_share']:.0f}% of steps; last pick's norm "
+                 f"{row['last_pick_norm_ratio']:.2f}x the median honest delta's)"
                  if "distinct_workers_picked" in row else ""))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,12 @@ def multi_krum(updates: Sequence[Update], f: int, m: int | None = None) -> list[
 
 
 def krum(updates: Sequence[Update], f: int) -> list[np.ndarray]:
-    """The single update with the lowest Krum score."""
+    """The single update with the lowest Krum score.
+
+    On fixed local shards Krum tends to settle on one worker: the picked shard gets fitted, its
+    next delta is the shortest and so the most central, and it is picked again (measured in
+    docs/security.md); multi-Krum, median or trimmed mean do not have that fixed point.
+    """
     return multi_krum(updates, f, m=1)
 
 

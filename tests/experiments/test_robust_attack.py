@@ -1,5 +1,7 @@
-"""The Byzantine experiment of docs/security.md as a test (real Keras training, no broker; about
-two minutes): 10 buffered updates per step, 2 from attackers (sign flip x10, scale x100)."""
+"""The Byzantine experiment of docs/security.md as a test (real Keras training, no broker; a few
+minutes): 10 buffered updates per step, 2 from attackers (sign flip x10, scale x100). Every robust
+rule but plain Krum stays within two points of the clean run; Krum's shortfall has a measured cause,
+checked here."""
 
 from __future__ import annotations
 
@@ -30,10 +32,14 @@ def test_robust_rules_stay_within_two_points_of_the_clean_run(
     assert points_lost(results, name) <= 2.0, results
 
 
-def test_krum_resists_the_attack_but_learns_from_one_worker(
+def test_krum_resists_the_attack_but_settles_on_one_honest_worker(
         results: dict[str, dict[str, float]]) -> None:
-    # Krum applies the single most central update: the attackers never get through, but it keeps
-    # choosing the same few honest workers, so it trails the clean run (see docs/security.md)
+    # Krum applies the single most central update: the attackers never get through. But the worker
+    # it picks has its shard fitted, so its delta shrinks towards zero, which makes it the most
+    # central again (a fixed point): the model ends as that one shard's model, several points
+    # below the clean run (docs/security.md). Multi-Krum, which averages the n - f most central
+    # updates, does not have this fixed point and stays within two points (test above).
     assert points_lost(results, "krum") < points_lost(results, "attacked mean") - 60
     assert results["krum"]["accuracy"] >= 0.85
-    assert results["krum"]["distinct_workers_picked"] <= 3
+    assert results["krum"]["top_worker_share"] >= 0.9
+    assert results["krum"]["last_pick_norm_ratio"] < 0.2
