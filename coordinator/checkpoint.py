@@ -11,18 +11,20 @@ then renamed over the old checkpoint: a crash at any moment leaves either the ol
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from common.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.npz"
+LOCK_NAME = "coordinator.lock"
 FORMAT = 1
 _STATE_KEY = "state_json"
 _ARRAY_REF = "$array"
@@ -34,6 +36,27 @@ class CheckpointError(ConfigError):
 
 def path_in(out: Path) -> Path:
     return out / CHECKPOINT_NAME
+
+
+def lock(out: Path) -> IO[str]:
+    """Hold `<out>/coordinator.lock` for the life of the process (the OS lets go when it dies,
+    kill -9 included): a second coordinator on the same directory would resume a checkpoint
+    that the first one keeps changing, and overwrite it. Keep the returned file open."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise CheckpointError(f"{out} is in use by another coordinator (pid {holder}); give "
+                              "each coordinator its own --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _split(value: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -103,6 +103,7 @@ class CoordinatorService:
         self.last_update_at = 0.0
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         self.checkpoint_path = checkpoint.path_in(settings.out)
+        self.out_lock = checkpoint.lock(settings.out)
         if settings.resume and self.checkpoint_path.exists():
             self._resume(checkpoint.load(self.checkpoint_path))
 

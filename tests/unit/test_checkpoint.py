@@ -134,3 +134,14 @@ def test_privacy_spending_and_replay_protection_survive_a_restart() -> None:
     # Then the worker's spending carries on from two releases
     assert fresh.ledger is not None and fresh.ledger.releases["w1"] == 2
     assert fresh.epsilon() == intake.epsilon()
+
+
+def test_a_second_coordinator_cannot_take_the_same_directory(tmp_path: Path) -> None:
+    # Given a coordinator holding its directory
+    held = checkpoint.lock(tmp_path)
+    # When another one tries to take it, then it is refused with the holder's pid
+    with pytest.raises(checkpoint.CheckpointError, match=f"pid {os.getpid()}"):
+        checkpoint.lock(tmp_path)
+    # and once the first lets go (it exits, or is killed), the directory is free again
+    held.close()
+    checkpoint.lock(tmp_path).close()
