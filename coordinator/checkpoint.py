@@ -59,6 +59,24 @@ def lock(out: Path) -> IO[str]:
     return handle
 
 
+def pack_strings(strings: list[str]) -> dict[str, np.ndarray]:
+    """Many strings as two arrays (UTF-8 bytes, lengths): ids by the hundred thousand cost a few
+    milliseconds this way, against a tenth of a second as JSON."""
+    encoded = [text.encode() for text in strings]
+    return {"utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+            "lengths": np.array([len(b) for b in encoded], dtype=np.int32)}
+
+
+def unpack_strings(packed: dict[str, np.ndarray]) -> list[str]:
+    """Inverse of `pack_strings`."""
+    blob = bytes(np.asarray(packed["utf8"], dtype=np.uint8))
+    ends = np.cumsum(np.asarray(packed["lengths"], dtype=np.int64)).tolist()
+    if (ends[-1] if ends else 0) != len(blob):
+        raise CheckpointError("packed strings do not match their lengths")
+    starts = [0, *ends[:-1]] if ends else []
+    return [blob[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+
+
 def _split(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     """`value` with every ndarray replaced by a reference to a member of `arrays`."""
     if isinstance(value, np.ndarray):

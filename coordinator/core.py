@@ -16,6 +16,7 @@ import numpy as np
 from common.errors import RejectedUpdate
 from common.messages import TrainTask, WeightUpdate, new_id
 from common.settings import TrainingSettings
+from coordinator.checkpoint import pack_strings, unpack_strings
 from coordinator.strategies import Arrays, Contribution, Strategy
 from coordinator.validation import check_update
 
@@ -130,9 +131,12 @@ class CoordinatorCore:
     def state(self) -> dict[str, Any]:
         """Everything needed to go on after a restart (see coordinator/checkpoint.py)."""
         return {"weights": list(self.weights), "version": self.version, "applied": self.applied,
-                "accepted_ids": [[k, v] for k, v in self.accepted_ids.items()],
-                "issued": sorted(self.issued), "in_flight": dict(self.in_flight),
-                "rejected": dict(self.rejected), "rejected_ids": dict(self.rejected_ids),
+                "accepted_ids": pack_strings(list(self.accepted_ids)),
+                "accepted_at": np.array(list(self.accepted_ids.values()), dtype=np.int64),
+                "issued": pack_strings(list(self.issued)), "in_flight": dict(self.in_flight),
+                "rejected": dict(self.rejected),
+                "rejected_ids": pack_strings(list(self.rejected_ids)),
+                "rejected_codes": pack_strings(list(self.rejected_ids.values())),
                 "duplicates": self.duplicates, "workers": sorted(self.workers),
                 "staleness_seen": list(self.staleness_seen), "expired": self.expired,
                 "strategy": self.strategy.state()}
@@ -142,11 +146,13 @@ class CoordinatorCore:
         self.weights = [np.asarray(w) for w in state["weights"]]
         self.version = int(state["version"])
         self.applied = int(state["applied"])
-        self.accepted_ids = {str(k): int(v) for k, v in state["accepted_ids"]}
-        self.issued = set(state["issued"])
+        self.accepted_ids = dict(zip(unpack_strings(state["accepted_ids"]),
+                                     np.asarray(state["accepted_at"]).tolist(), strict=True))
+        self.issued = set(unpack_strings(state["issued"]))
         self.in_flight = {str(k): float(v) for k, v in state["in_flight"].items()}
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
-        self.rejected_ids = dict(state["rejected_ids"])
+        self.rejected_ids = dict(zip(unpack_strings(state["rejected_ids"]),
+                                     unpack_strings(state["rejected_codes"]), strict=True))
         self.duplicates = int(state["duplicates"])
         self.workers = set(state["workers"])
         self.staleness_seen = [int(t) for t in state["staleness_seen"]]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.messages import WeightUpdate
 from common.privacy import PrivacyLedger
@@ -145,3 +147,16 @@ def test_a_second_coordinator_cannot_take_the_same_directory(tmp_path: Path) -> 
     # and once the first lets go (it exits, or is killed), the directory is free again
     held.close()
     checkpoint.lock(tmp_path).close()
+
+
+@given(st.lists(st.text(max_size=40), max_size=30))
+def test_packed_strings_round_trip(strings: list[str]) -> None:
+    # Any strings (empty, non-ASCII, none at all) come back as they went in
+    assert checkpoint.unpack_strings(checkpoint.pack_strings(strings)) == strings
+
+
+def test_packed_strings_that_do_not_add_up_are_refused() -> None:
+    packed = checkpoint.pack_strings(["abc", "de"])
+    packed["lengths"] = np.array([3, 3])
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.unpack_strings(packed)
