@@ -83,6 +83,14 @@ def start_worker(procs: Processes, slot: int, generation: int, **extra: Any) -> 
                        **extra)
 
 
+def tapped_workers(procs: Processes, broker: Broker, topology: Topology, tmp_path: Path) -> Path:
+    """Tap the job's updates and start its 4 workers; returns the coordinator's --out."""
+    tap_updates(broker, topology)
+    for slot in range(WORKERS):
+        start_worker(procs, slot, 0, train_delay_seconds=0.1)
+    return tmp_path / "out"
+
+
 def checkpoint_version(out: Path) -> int:
     path = checkpoint.path_in(out)
     return int(checkpoint.load(path)["core"]["version"]) if path.exists() else -1
@@ -167,10 +175,7 @@ def test_kill_9_the_coordinator_5_times_and_it_resumes_from_its_checkpoint(
         procs: Processes, broker: Broker, topology: Topology, management: Management,
         tmp_path: Path, undisturbed: float, amqp_url: str) -> None:
     # Given a 200-update run of 4 workers, the updates they send tapped
-    tap_updates(broker, topology)
-    out = tmp_path / "out"
-    for slot in range(WORKERS):
-        start_worker(procs, slot, 0, train_delay_seconds=0.1)
+    out = tapped_workers(procs, broker, topology, tmp_path)
     settings = {**JOB, "out": out, "task_deadline": 20}
     coordinator = procs.start("coordinator", name="c0", wait_for_workers=WORKERS, **settings)
 
@@ -314,10 +319,14 @@ def test_a_task_lasting_three_heartbeats_is_applied_once(
 
 def bad_bodies(count: int, max_bytes: int, rng: np.random.Generator) -> Iterator[bytes]:
     """Malformed, truncated, oversized, random and wrongly-shaped bodies, cycling through kinds."""
-    template = models.build("digits_mlp", SEED).get_weights()
-    good = WeightUpdate(update_id=new_id(), worker_id="w", task_id="t", base_version=0,
-                        num_examples=1, train_seconds=0.1, weights=tuple(template))
-    good_body = wire.encode(good)
+    template = tuple(models.build("digits_mlp", SEED).get_weights())
+
+    def forged(weights: tuple[np.ndarray, ...], task_id: str | None = None) -> bytes:
+        return wire.encode(WeightUpdate(update_id=new_id(), worker_id="w",
+                                        task_id=task_id or new_id(), base_version=0,
+                                        num_examples=1, train_seconds=0.1, weights=weights))
+
+    good_body = forged(template, task_id="t")
     for index in range(count):
         kind = index % 8
         if kind == 0:  # random bytes
@@ -328,33 +337,23 @@ def bad_bodies(count: int, max_bytes: int, rng: np.random.Generator) -> Iterator
             yield rng.bytes(max_bytes + 1) if index % 80 == 2 else b""
         elif kind == 3:  # a valid envelope of the wrong kind
             yield wire.encode(ModelRequest(worker_id=f"x{index}"))
-        elif kind == 4:  # NaN weights, valid in every other way except the task
-            nan = tuple(np.full_like(w, math.nan) for w in template)
-            yield wire.encode(WeightUpdate(update_id=new_id(), worker_id="w", task_id=new_id(),
-                                           base_version=0, num_examples=1, train_seconds=0.1,
-                                           weights=nan))
+        elif kind == 4:  # NaN weights
+            yield forged(tuple(np.full_like(w, math.nan) for w in template))
         elif kind == 5:  # wrong shapes
-            yield wire.encode(WeightUpdate(update_id=new_id(), worker_id="w", task_id=new_id(),
-                                           base_version=0, num_examples=1, train_seconds=0.1,
-                                           weights=(np.zeros(3, np.float32),)))
+            yield forged((np.zeros(3, np.float32),))
         elif kind == 6:  # one byte flipped
             body = bytearray(good_body)
             body[int(rng.integers(0, len(body)))] ^= 0xFF
             yield bytes(body)
         else:  # an update for a task never issued
-            yield wire.encode(WeightUpdate(update_id=new_id(), worker_id="w", task_id=new_id(),
-                                           base_version=0, num_examples=1, train_seconds=0.1,
-                                           weights=tuple(template)))
+            yield forged(template)
 
 
 def test_10000_bad_bodies_change_nothing(
         procs: Processes, broker: Broker, topology: Topology, management: Management,
         tmp_path: Path, undisturbed: float, amqp_url: str) -> None:
     # Given a 200-update run of 4 workers, the updates they send tapped
-    tap_updates(broker, topology)
-    out = tmp_path / "out"
-    for slot in range(WORKERS):
-        start_worker(procs, slot, 0, train_delay_seconds=0.1)
+    out = tapped_workers(procs, broker, topology, tmp_path)
     max_bytes = 256 * 1024
     settings = {**JOB, "out": out, "max_message_bytes": max_bytes, "drain_seconds": 180}
     coordinator = procs.start("coordinator", wait_for_workers=WORKERS, **settings)
