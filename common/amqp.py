@@ -204,12 +204,19 @@ class Broker:
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, reply_to: str | None = None,
                 correlation_id: str | None = None, persistent: bool = True) -> None:
-        """Publish and wait for the broker's confirm; raises BrokerUnavailable if not confirmed."""
+        """Publish and wait for the broker's confirm; raises BrokerUnavailable if not confirmed.
+
+        A persistent message (a task, an update, a dead letter) is published `mandatory`: if no
+        queue takes it (say, a queue not yet back after a broker restart) the broker returns it
+        instead of confirming a message it dropped, and this raises BrokerUnavailable too, so
+        the caller's "not confirmed" path (publish again, or leave the task unacked) applies.
+        """
         properties = pika.BasicProperties(
             content_type="application/msgpack", delivery_mode=2 if persistent else 1,
             headers=headers, reply_to=reply_to, correlation_id=correlation_id)
         with _translated():
-            self._channel.basic_publish(exchange, routing_key, body, properties)
+            self._channel.basic_publish(exchange, routing_key, body, properties,
+                                        mandatory=persistent)
 
     # ------------------------------------------------------------ consume
 

@@ -106,7 +106,7 @@ def coordinator(**flags: Any) -> None:
 
     with _config_errors():
         service = CoordinatorService(settings)
-    summary = service.run()
+        summary = service.run()
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 

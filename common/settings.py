@@ -126,6 +126,9 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
                              "once (faster; a crash loses the job).")
     resume: bool = Field(True, description="Go on from <out>/checkpoint.npz if it holds an "
                          "unfinished job; --no-resume starts over (and overwrites it).")
+    standby: bool = Field(False, description="Hot standby: load everything, then wait until the "
+                          "coordinator holding the same --out ends or dies and take its job "
+                          "over from the checkpoint.")
     task_deadline: float = Field(300.0, gt=0, description="Seconds after which a task whose "
                                  "update has not arrived is issued again (a late update still "
                                  "counts).")

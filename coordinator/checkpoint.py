@@ -15,6 +15,7 @@ import fcntl
 import io
 import json
 import os
+import threading
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -42,16 +43,40 @@ def lock(out: Path) -> IO[str]:
     """Hold `<out>/coordinator.lock` for the life of the process (the OS lets go when it dies,
     kill -9 included): a second coordinator on the same directory would resume a checkpoint
     that the first one keeps changing, and overwrite it. Keep the returned file open."""
+    handle = _try_lock(out)
+    if handle is None:
+        raise CheckpointError(f"{out} is in use by another coordinator (pid {holder(out)}); "
+                              "give each coordinator its own --out, or start this one with "
+                              "--standby") from None
+    return handle
+
+
+def await_lock(out: Path, stop: threading.Event, poll: float = 0.2) -> IO[str] | None:
+    """A standby's `lock`: wait until the holder lets go (it ended or died); None if `stop`."""
+    while not stop.is_set():
+        handle = _try_lock(out)
+        if handle is not None:
+            return handle
+        stop.wait(poll)
+    return None
+
+
+def holder(out: Path) -> str:
+    """The pid written by the coordinator holding `out` (for messages)."""
+    try:
+        return (out / LOCK_NAME).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _try_lock(out: Path) -> IO[str] | None:
     out.mkdir(parents=True, exist_ok=True)
     handle = (out / LOCK_NAME).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
         handle.close()
-        raise CheckpointError(f"{out} is in use by another coordinator (pid {holder}); give "
-                              "each coordinator its own --out") from None
+        return None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -103,15 +103,36 @@ class CoordinatorService:
         self.last_update_at = 0.0
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         self.checkpoint_path = checkpoint.path_in(settings.out)
-        self.out_lock = checkpoint.lock(settings.out)
-        if settings.resume and self.checkpoint_path.exists():
-            self._resume(checkpoint.load(self.checkpoint_path))
+        self.out_lock: IO[str] | None = None
+        if not settings.standby:  # a standby takes the directory (and resumes) in run()
+            self.out_lock = checkpoint.lock(settings.out)
+            if settings.resume and self.checkpoint_path.exists():
+                self._resume(checkpoint.load(self.checkpoint_path))
 
     # ------------------------------------------------------------ checkpoint
 
     def _identity(self) -> dict[str, Any]:
         return {"job": self.settings.job, "strategy": self.settings.strategy,
                 "model": self.model_name, "fingerprint": self.fingerprint}
+
+    def _take_over(self) -> bool:
+        """Standby: wait for the directory, then resume its job. False: there is nothing to do
+        (stopped while waiting, or the job the active coordinator ran has finished)."""
+        log.info("standby: waiting for the coordinator holding %s (pid %s) to end",
+                 self.settings.out, checkpoint.holder(self.settings.out))
+        self.out_lock = checkpoint.await_lock(self.settings.out, self.stop)
+        if self.out_lock is None:
+            return False
+        if self.checkpoint_path.exists():
+            state = checkpoint.load(self.checkpoint_path)
+            if state["finished"]:
+                log.info("standby: the job in %s has finished; nothing to take over",
+                         self.settings.out)
+                return False
+            self._resume(state)
+        log.warning("standby: taking over job %r at version %d", self.settings.job,
+                    self.core.version)
+        return True
 
     def _resume(self, state: dict[str, Any]) -> None:
         if state["finished"]:
@@ -187,6 +208,9 @@ class CoordinatorService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop.set())
         self.settings.out.mkdir(parents=True, exist_ok=True)
+        if self.out_lock is None and not self._take_over():
+            self.progress.finish(self.stop)
+            return {"standby": "ended without taking over"}
         if self.resumed_from is None:
             self._evaluate()
         run_with_reconnect(self._session, self.stop)

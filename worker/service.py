@@ -91,6 +91,11 @@ class WorkerService:
     def _session(self) -> None:
         if self.training is not None:  # a task from a lost connection: let it end first
             self.training.join()
+            # Its hand-back may have been scheduled on the dead connection and never run: the
+            # task was never acked, so the broker gives it out again. Not clearing this left a
+            # worker refusing every task after a broker restart, until each hit its delivery
+            # limit (found by the broker-restart chaos test).
+            self.training = None
         broker = connect(self.settings, f"fedmq-worker-{self.worker_id}")
         try:
             lease = self._attach(broker)

@@ -157,7 +157,7 @@ def test_kill_9_a_random_worker_20_times_and_a_poison_task_is_dead_lettered(
     # Then the ledger, the model, the accuracy and the queues are as if nothing happened
     summary = finish_and_audit(procs, coordinator, amqp_url, topology, management, out,
                                undisturbed, settings)
-    assert summary["updates_applied"] >= JOB["max_updates"]
+    assert summary["updates_applied"] >= JOB["max_updates"] and summary["expired_tasks"] == 0
     # and the poison task went to the dead-letter queue after its bounded deliveries
     fresh = Broker(amqp_url, name="fedmq-test-dead")
     try:
@@ -244,6 +244,34 @@ def test_sigterm_stops_workers_and_coordinator_cleanly_and_the_job_resumes(
     queues_end_empty(management, topology)
 
 
+def test_a_hot_standby_takes_over_when_the_coordinator_dies(
+        procs: Processes, broker: Broker, topology: Topology, management: Management,
+        tmp_path: Path, undisturbed: float, amqp_url: str) -> None:
+    # Given a 200-update run, and a standby coordinator on the same directory, loaded and waiting
+    out = tapped_workers(procs, broker, topology, tmp_path)
+    settings = {**JOB, "out": out}
+    active = procs.start("coordinator", name="active", wait_for_workers=WORKERS, **settings)
+    wait_for(lambda: checkpoint_version(out) >= 0, 120, "the active coordinator's checkpoint")
+    standby = procs.start("coordinator", name="standby", standby=True, **settings)
+    wait_for(lambda: "standby: waiting" in standby.log(), 120, "the standby to wait")
+
+    # When the active coordinator is killed mid-run
+    wait_for(lambda: checkpoint_version(out) >= 30, 120, "progress")
+    active.process.kill()
+    active.process.wait()
+    killed_at, version = time.monotonic(), checkpoint_version(out)
+
+    # Then the standby takes over at once, at the checkpoint's version, and finishes the job
+    wait_for(lambda: f"taking over job {topology.job!r} at version {version}" in standby.log(),
+             30, "the take-over")
+    wait_for(lambda: checkpoint_version(out) > version, 30, "progress after the take-over")
+    took = time.monotonic() - killed_at
+    summary = finish_and_audit(procs, standby, amqp_url, topology, management, out,
+                               undisturbed, settings)
+    assert summary["resumes"] == 1
+    assert took < 10, f"the job stood still for {took:.1f}s"
+
+
 # ---------------------------------------------------------------- 3. the broker restarts
 
 
@@ -279,9 +307,13 @@ def test_restart_the_broker_3_times(tmp_path: Path, undisturbed: float) -> None:
                 node.start()
 
         # Then the run completes and the audit holds
-        summary = finish_and_audit(procs, coordinator, node.url, topology,
-                                   Management(node.management_url), out, undisturbed, settings)
-        assert summary["updates_applied"] >= JOB["max_updates"]
+        node_management = Management(node.management_url)
+        summary = finish_and_audit(procs, coordinator, node.url, topology, node_management, out,
+                                   undisturbed, settings)
+        # and no task was lost on the way: none waited out its deadline, none was dead-lettered
+        assert summary["updates_applied"] >= JOB["max_updates"] and summary["expired_tasks"] == 0
+        assert (node_management.queue(topology.dead) or {}).get("messages", 0) == 0, \
+            node_management.get_messages(topology.dead)
     finally:
         procs.stop_all()
         node.destroy()
@@ -370,6 +402,7 @@ def test_10000_bad_bodies_change_nothing(
     summary = finish_and_audit(procs, coordinator, amqp_url, topology, management, out,
                                undisturbed, settings)
     assert summary["updates_rejected"] == 10_000, summary["rejected_by_reason"]
+    assert summary["expired_tasks"] == 0
     wait_for(lambda: (management.queue(topology.dead) or {}).get("messages") == 10_000, 30,
              "10,000 messages in the dead-letter queue")
     assert os.path.getsize(out / "ledger.json") > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,17 @@ def test_packed_strings_that_do_not_add_up_are_refused() -> None:
     packed["lengths"] = np.array([3, 3])
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.unpack_strings(packed)
+
+
+def test_a_standby_waits_for_the_directory_and_gives_up_when_stopped(tmp_path: Path) -> None:
+    # Given a directory held by a coordinator
+    held = checkpoint.lock(tmp_path)
+    stop = threading.Event()
+    # When a standby waits for it and is stopped, then it gets nothing
+    threading.Timer(0.3, stop.set).start()
+    assert checkpoint.await_lock(tmp_path, stop, poll=0.05) is None
+    # When the holder lets go while a standby waits, then the standby gets the directory
+    threading.Timer(0.3, held.close).start()
+    taken = checkpoint.await_lock(tmp_path, threading.Event(), poll=0.05)
+    assert taken is not None and checkpoint.holder(tmp_path) == str(os.getpid())
+    taken.close()
