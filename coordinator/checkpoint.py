@@ -105,6 +105,8 @@ def unpack_strings(packed: dict[str, np.ndarray]) -> list[str]:
 def _split(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     """`value` with every ndarray replaced by a reference to a member of `arrays`."""
     if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:  # it would be pickled, and unpickled on load
+            raise CheckpointError(f"refusing to checkpoint an array of dtype {value.dtype}")
         key = f"a{len(arrays)}"
         arrays[key] = value
         return {_ARRAY_REF: key}
@@ -135,7 +137,7 @@ def save(path: Path, state: dict[str, Any]) -> int:
     text = json.dumps(document, separators=(",", ":")).encode()
     arrays[_STATE_KEY] = np.frombuffer(text, dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # (numpy stubs: **kwds as allow_pickle)
     data = buffer.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:

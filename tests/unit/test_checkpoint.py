@@ -175,3 +175,9 @@ def test_a_standby_waits_for_the_directory_and_gives_up_when_stopped(tmp_path: P
     taken = checkpoint.await_lock(tmp_path, threading.Event(), poll=0.05)
     assert taken is not None and checkpoint.holder(tmp_path) == str(os.getpid())
     taken.close()
+
+
+def test_an_object_array_is_never_written(tmp_path: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.save(tmp_path / "c.npz", {"x": np.array([{"a": 1}], dtype=object)})
+    assert not (tmp_path / "c.npz").exists()
