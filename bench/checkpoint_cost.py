@@ -1,8 +1,9 @@
 """What checkpoints cost: one write, and a whole run with them on against off, side by side.
 
-1. `save`: milliseconds per checkpoint of the digits model's coordinator (`core.state()` and
-   `coordinator.checkpoint.save`, fsync and rename included) as the job's ledger of accepted
-   update ids grows, for FedAsync and for FedBuff holding 9 buffered deltas. No broker.
+1. `save`: milliseconds per checkpoint of the digits model's coordinator (`core.state()`, the
+   history's columns and `coordinator.checkpoint.save`, fsync and rename included) as the job
+   grows (accepted ids, issued tasks, one history row per update), for FedAsync and for
+   FedBuff holding 9 buffered deltas. No broker.
 2. Runs: `fedmq run` (real broker, real processes) of the same job alternately with
    `--checkpoint` and `--no-checkpoint`, `--pairs` times; the ratio of updates per second is what
    checkpointing costs a whole run on this machine (the clock starts when all workers consume).
@@ -30,7 +31,18 @@ from common.launcher import run_local
 from common.settings import RunSettings, TrainingSettings
 from coordinator import checkpoint
 from coordinator.core import CoordinatorCore
+from coordinator.results import History
 from coordinator.strategies import FedAsync, FedBuff, Strategy, staleness_constant
+
+
+def history_of(versions: int) -> History:
+    """One row per version, every fifth evaluated, as a FedAsync job writes it."""
+    history = History()
+    for version in range(versions):
+        history.add(version, version * 0.1, 3, "worker-0123", epsilon=None)
+        if version % 5 == 0:
+            history.score(version, version * 0.1, 0.95, 0.12)
+    return history
 
 
 def core_of(strategy: Strategy, ledger_size: int, weights: list[np.ndarray]) -> CoordinatorCore:
@@ -45,7 +57,8 @@ def core_of(strategy: Strategy, ledger_size: int, weights: list[np.ndarray]) -> 
 
 
 def time_saves(repeats: int = 20) -> list[dict[str, Any]]:
-    """What one commit's checkpoint costs the coordinator: the core's state, then the write."""
+    """What one commit's checkpoint costs the coordinator: the core's state and the history
+    (one row per update), then the write."""
     weights = [np.array(w) for w in models.build("digits_mlp", 0).get_weights()]
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -55,10 +68,12 @@ def time_saves(repeats: int = 20) -> list[dict[str, Any]]:
                 strategy: Strategy = FedAsync(0.5, staleness_constant) if name == "fedasync" \
                     else FedBuff(buffer_size=10)
                 core = core_of(strategy, ledger_size, weights)
+                history = history_of(ledger_size)
                 seconds, size = [], 0
                 for _ in range(repeats):
                     started = time.perf_counter()
-                    size = checkpoint.save(path, {"core": core.state()})
+                    size = checkpoint.save(path, {"core": core.state(),
+                                                  "history": history.columns()})
                     seconds.append(time.perf_counter() - started)
                 rows.append({"strategy": name, "ledger": ledger_size, "bytes": size,
                              "median_ms": round(1000 * statistics.median(seconds), 2)})

@@ -32,6 +32,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _unb64(text: Any) -> bytes:
+    """Inverse of `_b64`; binascii.Error (a ValueError) on anything that is not strict base64."""
+    return base64.b64decode(text, validate=True)
+
+
 @dataclass(frozen=True)
 class PublicIdentity:
     """What others need to know about a participant: its name and two public keys."""
@@ -56,9 +61,9 @@ class PublicIdentity:
         try:
             identity = cls(name=str(obj["name"]),
                            signing=Ed25519PublicKey.from_public_bytes(
-                               base64.b64decode(obj["signing_public"], validate=True)),
+                               _unb64(obj["signing_public"])),
                            encryption=X25519PublicKey.from_public_bytes(
-                               base64.b64decode(obj["encryption_public"], validate=True)))
+                               _unb64(obj["encryption_public"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where} is not a fedmq public identity: {exc}") from None
         if "fingerprint" in obj and obj["fingerprint"] != identity.fingerprint:
@@ -115,9 +120,9 @@ def load_identity(path: Path) -> Identity:
     try:
         return Identity(name=str(obj["name"]),
                         signing_key=Ed25519PrivateKey.from_private_bytes(
-                            base64.b64decode(obj["signing_private"], validate=True)),
+                            _unb64(obj["signing_private"])),
                         encryption_key=X25519PrivateKey.from_private_bytes(
-                            base64.b64decode(obj["encryption_private"], validate=True)))
+                            _unb64(obj["encryption_private"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path} is not a fedmq private identity: {exc}") from None
 

@@ -96,7 +96,7 @@ class CoordinatorService:
         self.dirty = False
         self.pending_acks: list[Delivery] = []
         self.pending_tasks: list[TrainTask] = []
-        self.pending_versions: list[int] = []
+        self.pending_versions: list[dict[str, Any]] = []  # "version" event fields, uncommitted
         self.resumed_from: int | None = None
         self.resumes = 0
         self.model_body: bytes | None = None  # the last broadcast model
@@ -146,7 +146,7 @@ class CoordinatorService:
                 f"runs {mine}. Use another --out, or --no-resume to start over")
         self.core.load_state(state["core"])
         self.intake.load_state(state["intake"])
-        self.history.rows = list(state["history"])
+        self.history = History.from_columns(state["history"])
         self.started = time.monotonic() - float(state["elapsed"])
         self.time_to_target = state["time_to_target"]
         self.bytes_received = int(state["bytes_received"])
@@ -170,7 +170,7 @@ class CoordinatorService:
             "time_to_target": self.time_to_target, "bytes_received": self.bytes_received,
             "workers_ready": self.workers_ready, "resumes": self.resumes,
             "core": self.core.state(),
-            "intake": self.intake.state(), "history": self.history.rows})
+            "intake": self.intake.state(), "history": self.history.columns()})
         faults.after_checkpoint()
 
     def _commit(self, broker: Broker) -> None:
@@ -368,22 +368,19 @@ class CoordinatorService:
 
     def _version_made(self, staleness: int | None, worker_id: str) -> None:
         """Record the version just made; `_commit` broadcasts it once it is checkpointed."""
-        version = self.core.version
-        self.history.add(version, self.elapsed(), staleness, worker_id,
-                         epsilon=self.intake.epsilon())
+        version, epsilon = self.core.version, self.intake.epsilon()
+        self.history.add(version, self.elapsed(), staleness, worker_id, epsilon=epsilon)
         self.progress.new_version(version, self.core.applied)
-        self.pending_versions.append(version)
+        self.pending_versions.append({"version": version, "staleness": staleness,
+                                      "worker": worker_id, "epsilon": epsilon})
         self.dirty = True
 
-    def _announce(self, broker: Broker, versions: list[int]) -> None:
+    def _announce(self, broker: Broker, versions: list[dict[str, Any]]) -> None:
         """Broadcast the current model; events for each new version; evaluate every k."""
         self._broadcast(broker)
-        rows = {row["version"]: row for row in self.history.rows}
-        for version in versions:
-            row = rows.get(version, {})
-            self._event(broker, "version", version=version, staleness=row.get("staleness"),
-                        worker=row.get("worker_id", ""), epsilon=row.get("epsilon") or None)
-        if any(version % self.settings.eval_every == 0 for version in versions):
+        for fields in versions:
+            self._event(broker, "version", **fields)
+        if any(fields["version"] % self.settings.eval_every == 0 for fields in versions):
             score = self._evaluate()
             self._event(broker, "evaluation", version=self.core.version,
                         accuracy=round(score.accuracy, 6), loss=round(score.loss, 6))

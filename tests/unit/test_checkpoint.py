@@ -19,6 +19,7 @@ from common.privacy import PrivacyLedger
 from coordinator import checkpoint
 from coordinator.core import CoordinatorCore
 from coordinator.intake import Intake
+from coordinator.results import History, write_history
 from coordinator.strategies import FedBuff
 from tests.unit.test_coordinator_core import fresh_core, snapshot, update_for
 
@@ -181,3 +182,24 @@ def test_an_object_array_is_never_written(tmp_path: Path) -> None:
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.save(tmp_path / "c.npz", {"x": np.array([{"a": 1}], dtype=object)})
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_history_round_trips_through_a_checkpoint_to_the_same_csv(tmp_path: Path) -> None:
+    # Given a history with evaluated and unevaluated rows, blank cells, epsilon and version 0
+    history = History()
+    history.score(0, 0.0, 0.1, 2.3)
+    history.add(1, 0.5, 0, "w-1")
+    history.add(2, 0.75, None, "", epsilon=1.25)
+    history.score(2, 0.8, 0.5, 1.1)
+    history.add(3, 1.0, 2, "wörker")
+    # When it goes through a checkpoint
+    checkpoint.save(tmp_path / "c.npz", {"history": history.columns()})
+    restored = History.from_columns(checkpoint.load(tmp_path / "c.npz")["history"])
+    # Then history.csv comes out byte for byte the same
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_history(tmp_path / "a", history)
+    write_history(tmp_path / "b", restored)
+    assert (tmp_path / "a" / "history.csv").read_bytes() == \
+        (tmp_path / "b" / "history.csv").read_bytes()
+    assert restored.curve() == history.curve()

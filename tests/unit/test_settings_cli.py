@@ -28,11 +28,7 @@ from common.settings import (
     WatchSettings,
     WorkerSettings,
 )
-
-COMMANDS: dict[str, type[BaseSettings]] = {
-    "coordinator": CoordinatorSettings, "worker": WorkerSettings, "run": RunSettings,
-    "watch": WatchSettings, "status": StatusSettings,
-}
+from common.settings_doc import COMMANDS
 
 
 @pytest.fixture(autouse=True)
