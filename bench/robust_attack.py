@@ -15,13 +15,11 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common import data, models
-from coordinator.evaluation import Evaluator
+from bench.lab import Lab, Setup
 from coordinator.robust import RobustConfig, krum_scores
 from coordinator.strategies import global_norm
 from worker.attacks import attack_delta
@@ -38,58 +36,29 @@ STRATEGIES: dict[str, tuple[RobustConfig, bool]] = {  # name -> (rule, with atta
 }
 
 
-@dataclass(frozen=True)
-class Setup:
-    rounds: int = 20
-    workers: int = 10
-    local_epochs: int = 2
-    learning_rate: float = 0.5
-    server_lr: float = 1.0  # x <- x + server_lr * aggregate, for every strategy alike
-    batch_size: int = 16
-    partition: str = "iid"
-    seed: int = 0
-
-
 def run(setup: Setup, names: Sequence[str] = tuple(STRATEGIES)) -> dict[str, dict[str, float]]:
     """Final held-out accuracy (and seconds) of each strategy after `setup.rounds` steps."""
-    from worker.trainer import Trainer
-
-    models.configure_tensorflow(1)
-    split = data.builtin_split("digits", 0.2, setup.seed)
-    shards = data.partition(split.y_train, setup.workers, setup.partition, 0.5, setup.seed)
-    model = models.build("digits_mlp", setup.seed)
-    initial = [np.array(w) for w in model.get_weights()]
-    trainer = Trainer(model, split.x_train, split.y_train)
-    evaluator = Evaluator(models.build("digits_mlp", setup.seed), split.x_test, split.y_test)
+    lab = Lab(setup)
     rng = np.random.default_rng(setup.seed)
     results: dict[str, dict[str, float]] = {}
     for name in names:
         rule, attacked = STRATEGIES[name]
         rule.check(setup.workers)
-        weights, started = [w.copy() for w in initial], time.monotonic()
+        weights, started = [w.copy() for w in lab.initial], time.monotonic()
         picks: list[int] = []  # which worker Krum chose, step by step
         pick_norm_ratio = float("nan")  # last step: chosen delta's norm / median honest norm
         for _ in range(setup.rounds):
-            deltas = []
-            for index, shard in enumerate(shards):
-                trainer.x, trainer.y = split.x_train[shard], split.y_train[shard]
-                trained = trainer.train(weights, setup.local_epochs, setup.batch_size,
-                                        setup.learning_rate).weights
-                delta = [t - w for t, w in zip(trained, weights, strict=True)]
-                if attacked and index in ATTACKERS:
-                    attack, factor = ATTACKERS[index]
-                    delta = attack_delta(delta, attack, factor, rng)
-                deltas.append(delta)
+            deltas = lab.deltas(weights)
+            for index, (attack, factor) in ATTACKERS.items():
+                if attacked:
+                    deltas[index] = attack_delta(deltas[index], attack, factor, rng)
             if rule.aggregator == "krum":
                 picks.append(int(np.argmin(krum_scores(deltas, rule.byzantine_f))))
                 honest = [global_norm(d) for i, d in enumerate(deltas)
                           if not (attacked and i in ATTACKERS)]
                 pick_norm_ratio = global_norm(deltas[picks[-1]]) / float(np.median(honest))
-            combined = rule.aggregate(deltas)
-            weights = [(w + setup.server_lr * a).astype(w.dtype)
-                       for w, a in zip(weights, combined, strict=True)]
-        score = evaluator.score(weights)
-        results[name] = {"accuracy": score.accuracy,
+            weights = lab.step(weights, rule.aggregate(deltas))
+        results[name] = {"accuracy": lab.accuracy(weights),
                          "seconds": round(time.monotonic() - started, 1)}
         if picks:
             results[name] |= {"distinct_workers_picked": len(set(picks)),
