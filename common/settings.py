@@ -142,10 +142,15 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
                                           "metrics this long so the final values are scraped.")
     registry: Path | None = Field(None, description="Registered worker keys (fedmq keys "
                                   "register); required with --identity.")
-    dp_clip_norm: float = Field(0.0, ge=0, description="> 0: workers clip each update delta to "
-                                                       "this L2 norm (local DP).")
-    dp_noise_multiplier: float = Field(0.0, ge=0, description="> 0: workers add Gaussian noise "
-                                       "of std multiplier * clip norm to each delta.")
+    dp_clip_norm: float = Field(0.0, ge=0, description="> 0: clip each update delta (local DP) "
+                                                       "or each worker's share of a buffer "
+                                                       "(central DP) to this L2 norm.")
+    dp_noise_multiplier: float = Field(0.0, ge=0, description="> 0: Gaussian noise of std "
+                                       "multiplier * clip norm (where: dp_mode).")
+    dp_mode: Literal["local", "central"] = Field(
+        "local", description="local: each worker clips its delta and adds the noise before "
+                             "sending; central (fedbuff, trusted coordinator): the coordinator "
+                             "clips each worker's share of a buffer and noises their sum once.")
 
     @model_validator(mode="after")
     def _consistent(self) -> CoordinatorSettings:
@@ -156,7 +161,22 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
         if self.dp_epsilon_budget is not None and self.dp_noise_multiplier <= 0:
             raise ValueError("dp_epsilon_budget needs dp_noise_multiplier > 0")
         self._check_robust()
+        self._check_central_dp()
         return self
+
+    def _check_central_dp(self) -> None:
+        if self.dp_mode != "central":
+            return
+        if self.dp_noise_multiplier <= 0:
+            raise ValueError("dp_mode central needs dp_noise_multiplier > 0 and dp_clip_norm > 0")
+        if self.strategy != "fedbuff":
+            raise ValueError("dp_mode central noises a buffer: use strategy fedbuff")
+        if self.aggregator != "mean" or self.norm_bound > 0:
+            raise ValueError("dp_mode central clips and noises the buffer's mean itself: no "
+                             "aggregator or norm_bound")
+        if self.weight_by_examples:
+            raise ValueError("dp_mode central weights deltas by staleness only: no "
+                             "weight_by_examples")
 
     def _check_robust(self) -> None:
         f, size = self.byzantine_f, self.buffer_size

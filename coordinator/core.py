@@ -98,7 +98,7 @@ class CoordinatorCore:
         self.staleness_seen.append(staleness)
         held = self.strategy.buffered
         new_weights = self.strategy.submit(self.weights, Contribution(
-            update.weights, update.is_delta, staleness, update.num_examples))
+            update.weights, update.is_delta, staleness, update.num_examples, update.worker_id))
         if new_weights is None:
             return Outcome("buffered", self.version, staleness=staleness)
         self.weights = [np.asarray(w) for w in new_weights]

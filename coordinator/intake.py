@@ -107,6 +107,7 @@ class Intake:
     max_bytes: int
     gate: SealedGate | None = None
     ledger: privacy.PrivacyLedger | None = None
+    count_updates: bool = True  # local DP: every update a worker sends is a release
 
     @classmethod
     def from_settings(cls, settings: CoordinatorSettings) -> Intake:
@@ -118,7 +119,7 @@ class Intake:
         if settings.dp_noise_multiplier > 0:
             ledger = privacy.PrivacyLedger(settings.dp_noise_multiplier, settings.dp_delta,
                                            settings.dp_epsilon_budget)
-        return cls(settings.max_message_bytes, gate, ledger)
+        return cls(settings.max_message_bytes, gate, ledger, settings.dp_mode == "local")
 
     def open_update(self, body: bytes, issued: set[str] | dict[str, float]) -> WeightUpdate:
         """Decode (and in sealed mode authenticate) an update; count it against its worker's
@@ -127,7 +128,7 @@ class Intake:
             update = wire.decode(body, WeightUpdate, self.max_bytes)
         else:
             update = self.gate.open_update(body, issued, self.max_bytes)
-        if self.ledger is not None:
+        if self.ledger is not None and self.count_updates:
             spent = self.ledger.record(update.worker_id)
             budget = self.ledger.budget
             if budget is not None and spent > budget:

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from common import faults, leases, models, wire
+from common import faults, leases, models, privacy, wire
 from common.amqp import Broker, Delivery, connect, run_with_reconnect
 from common.errors import DecodeError, RejectedUpdate
 from common.messages import Event, GlobalModel, ModelRequest, TrainTask, WeightUpdate
@@ -40,13 +40,21 @@ UPDATE_PREFETCH = 16
 REPLY_TO_PREFIX = "amq.rabbitmq.reply-to"
 
 
-def make_strategy(settings: CoordinatorSettings) -> Strategy:
+def make_strategy(settings: CoordinatorSettings,
+                  ledger: privacy.PrivacyLedger | None = None) -> Strategy:
+    """The configured strategy; central DP spends from `ledger` (the intake's)."""
     if settings.strategy == "fedbuff":
         robust = RobustConfig(settings.aggregator, settings.byzantine_f, settings.norm_bound)
+        central = None
+        if settings.dp_mode == "central":
+            if ledger is None:
+                raise ValueError("central DP needs a privacy ledger")
+            central = privacy.CentralNoise(settings.dp_clip_norm, settings.dp_noise_multiplier,
+                                           ledger)
         return FedBuff(buffer_size=settings.buffer_size, server_lr=settings.server_lr,
                        momentum=settings.server_momentum,
                        weight_by_examples=settings.weight_by_examples,
-                       robust=None if robust.is_plain_mean else robust)
+                       robust=None if robust.is_plain_mean else robust, central=central)
     if settings.strategy == "fedavg":
         return FedAvg(cohort=settings.concurrency)
     staleness = make_staleness(settings.staleness, settings.staleness_a, settings.staleness_b)
@@ -54,7 +62,10 @@ def make_strategy(settings: CoordinatorSettings) -> Strategy:
 
 
 def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
-    """TrainTask fields beyond the training settings: local differential privacy."""
+    """TrainTask fields beyond the training settings: local differential privacy (none with
+    central DP: workers send their deltas as they are, and the coordinator noises them)."""
+    if settings.dp_mode == "central":
+        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0}
     return {"dp_clip_norm": settings.dp_clip_norm,
             "dp_noise_multiplier": settings.dp_noise_multiplier}
 
@@ -76,13 +87,13 @@ class CoordinatorService:
         training = TrainingSettings(local_epochs=settings.local_epochs,
                                     batch_size=settings.batch_size,
                                     learning_rate=settings.learning_rate)
-        strategy = make_strategy(settings)
+        self.intake = Intake.from_settings(settings)
+        strategy = make_strategy(settings, self.intake.ledger)
         self.core = CoordinatorCore(weights=weights, strategy=strategy,
                                     max_staleness=0 if strategy.synchronous
                                     else settings.max_staleness,
                                     training=training, job=settings.job,
                                     task_options=task_options(settings))
-        self.intake = Intake.from_settings(settings)
         self.stop_reason: str | None = None
         self.history = History()
         self.stop = threading.Event()
@@ -284,7 +295,8 @@ class CoordinatorService:
         ledger = self.intake.ledger
         exceeding = ledger.next_exceeds() if ledger is not None else None
         if exceeding is not None and self.stop_reason is None:
-            self.stop_reason = (f"privacy budget: one more update from {exceeding[0]} would "
+            what = "update from" if self.intake.count_updates else "buffer with an update from"
+            self.stop_reason = (f"privacy budget: one more {what} {exceeding[0]} would "
                                 f"spend epsilon {exceeding[1]:.3f} > budget "
                                 f"{self.settings.dp_epsilon_budget} (delta "
                                 f"{self.settings.dp_delta}); stopping at version "
@@ -478,6 +490,8 @@ class CoordinatorService:
             "stopped_early": self.stop.is_set(), "stop_reason": self.stop_reason,
             "sealed": self.intake.gate is not None, "epsilon": self.intake.epsilon(),
             "dp_delta": self.settings.dp_delta if self.intake.ledger else None,
+            "dp_mode": self.settings.dp_mode if self.intake.ledger else None,
+            "withheld_buffers": getattr(self.core.strategy, "withheld", 0),
             "resumes": self.resumes, "resumed_from_version": self.resumed_from,
             "expired_tasks": self.core.expired, "checkpoint": self.settings.checkpoint,
         }

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.privacy import CentralNoise
 from coordinator.robust import RobustConfig
 
 log = logging.getLogger("fedmq.coordinator")
@@ -103,6 +104,7 @@ class Contribution:
     is_delta: bool
     staleness: int
     num_examples: int
+    worker_id: str = ""
 
 
 class Strategy(Protocol):
@@ -178,16 +180,23 @@ class FedBuff:
     velocity: Arrays | None = None
     robust: RobustConfig | None = None  # a robust rule (coordinator/robust.py) instead of the mean
     dropped: int = 0                    # buffers whose aggregate was not finite
+    central: CentralNoise | None = None  # central DP instead of the mean (common/privacy.py)
+    workers: list[str] = field(default_factory=list)  # who sent each buffered delta
+    withheld: int = 0                   # buffers not applied: the privacy budget
 
     def __post_init__(self) -> None:
         if self.robust is not None:
             self.robust.check(self.buffer_size)
+        if self.robust is not None and self.central is not None:
+            raise ValueError("central DP combines a buffer by its noised mean: no robust rule")
 
     @property
     def buffered(self) -> int:
         return len(self.deltas)
 
     def _combine(self) -> Arrays:
+        if self.central is not None:
+            return self.central.aggregate(self.deltas, self.weights, self.workers)
         if self.robust is None:
             return weighted_mean(self.deltas, self.weights)
         rule = self.robust.for_partial_buffer(len(self.deltas))
@@ -204,6 +213,7 @@ class FedBuff:
             weight *= update.num_examples
         self.deltas.append([np.array(d) for d in update.weights])
         self.weights.append(weight)
+        self.workers.append(update.worker_id)
         if len(self.deltas) < self.buffer_size:
             return None
         return self.flush(current)
@@ -211,28 +221,40 @@ class FedBuff:
     def flush(self, current: Arrays) -> Arrays | None:
         if not self.deltas:
             return None
+        exceeding = None if self.central is None else self.central.over_budget(self.workers)
+        if exceeding is not None:  # never spend past the budget, not even for a last buffer
+            self.withheld += 1
+            log.warning("buffer of %d updates not applied: it would bring the epsilon of %s to "
+                        "%.3f, over the privacy budget", len(self.deltas), *exceeding)
+            self._empty()
+            return None
         step = self._combine()
         if not all(np.isfinite(a).all() for a in step):  # never apply NaN or Inf
             self.dropped += 1
             log.error("aggregate of %d buffered updates is not finite; dropped", len(self.deltas))
-            self.deltas, self.weights = [], []
+            self._empty()
             return None
         if self.momentum > 0:
             self.velocity = step if self.velocity is None else [
                 self.momentum * v + s for v, s in zip(self.velocity, step, strict=True)]
             step = self.velocity
-        self.deltas, self.weights = [], []
+        self._empty()
         return apply_delta(current, step, self.server_lr)
+
+    def _empty(self) -> None:
+        self.deltas, self.weights, self.workers = [], [], []
 
     def state(self) -> dict[str, Any]:
         return {"deltas": self.deltas, "weights": self.weights, "velocity": self.velocity,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "workers": self.workers, "withheld": self.withheld}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.deltas = [list(d) for d in state["deltas"]]
         self.weights = [float(w) for w in state["weights"]]
         self.velocity = None if state["velocity"] is None else list(state["velocity"])
         self.dropped = int(state.get("dropped", 0))
+        self.workers = [str(w) for w in state.get("workers", [""] * len(self.deltas))]
+        self.withheld = int(state.get("withheld", 0))
 
 
 @dataclass

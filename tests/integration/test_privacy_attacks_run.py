@@ -1,4 +1,5 @@
-"""Local differential privacy and attack simulation in real runs on the shared broker."""
+"""Local and central differential privacy and attack simulation in real runs on the shared
+broker."""
 
 from __future__ import annotations
 
@@ -44,6 +45,38 @@ def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
         expected = max(privacy.epsilon(4.0, n, 1e-5) for n in releases.values())
         assert math.isclose(float(row["epsilon"]), expected, rel_tol=1e-9), row
     assert max(releases.values()) == 4  # eps(4) = 4.73 <= 5 < eps(5) = 5.38
+
+
+def test_a_central_dp_run_noises_each_buffer_once_and_stops_at_the_budget(
+        procs: Processes, tmp_path: Path) -> None:
+    # Given central DP on a FedBuff coordinator (buffers of 3; clip 1, noise multiplier 4) with a
+    # budget of epsilon 5 at delta 1e-5, and three workers with no DP settings of their own
+    out = tmp_path / "out"
+    for index in range(3):
+        procs.start("worker", worker_id=f"w{index}", shard_index=index, num_shards=3,
+                    partition="iid")
+    coordinator = procs.start("coordinator", strategy="fedbuff", buffer_size=3, concurrency=3,
+                              max_updates=150, out=out, dp_mode="central", dp_clip_norm=1.0,
+                              dp_noise_multiplier=4.0, dp_delta=1e-5, dp_epsilon_budget=5.0,
+                              drain_seconds=5)
+
+    # When the run goes on until the budget is spent
+    assert procs.wait(coordinator, 180) == 0, coordinator.log()
+
+    # Then it stopped by itself, saying why, when the busiest worker had taken part in 4 buffers
+    # (eps(4) = 4.73 <= 5 < eps(5) = 5.38): the spending is per buffer, not per update
+    summary = read_summary(out)
+    assert summary["stop_reason"].startswith(
+        "privacy budget: one more buffer with an update from"), summary
+    assert summary["dp_mode"] == "central" and summary["updates_rejected"] == 0
+    assert math.isclose(summary["epsilon"], privacy.epsilon(4.0, 4, 1e-5), rel_tol=1e-9)
+    assert summary["versions"] >= 4
+    # And every version reports an epsilon of some number of buffers, never decreasing
+    with (out / "history.csv").open() as handle:
+        spent = [float(r["epsilon"]) for r in csv.DictReader(handle) if r["worker_id"]]
+    possible = [privacy.epsilon(4.0, n, 1e-5) for n in range(1, 5)]
+    assert spent == sorted(spent) and len(spent) == summary["versions"]
+    assert all(any(math.isclose(e, p, rel_tol=1e-9) for p in possible) for e in spent), spent
 
 
 def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_applied(

@@ -55,6 +55,7 @@ def test_a_core_round_trips_through_a_checkpoint_exactly(tmp_path: Path) -> None
     mine, theirs = loaded.strategy, core.strategy
     assert isinstance(mine, FedBuff) and isinstance(theirs, FedBuff)
     assert mine.weights == theirs.weights and len(mine.deltas) == len(theirs.deltas) == 2
+    assert mine.workers == theirs.workers and len(mine.workers) == 2 and mine.workers[0]
     for a, b in zip(sum(mine.deltas, []) + (mine.velocity or []),
                     sum(theirs.deltas, []) + (theirs.velocity or []), strict=True):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()

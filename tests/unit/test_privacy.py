@@ -87,3 +87,73 @@ def test_a_dp_task_makes_the_worker_send_a_clipped_noised_delta() -> None:
                                                   dp_noise_multiplier=1.0),
                          np.random.default_rng(0))
     assert not np.allclose(noisy.weights[0], shaped.weights[0])
+
+
+def central(clip: float, multiplier: float, budget: float | None = None,
+            seed: int = 7) -> privacy.CentralNoise:
+    return privacy.CentralNoise(clip, multiplier, privacy.PrivacyLedger(multiplier, 1e-5, budget),
+                                np.random.default_rng(seed))
+
+
+def test_central_dp_clips_each_workers_share_of_a_buffer_not_each_update() -> None:
+    # Given a buffer where worker a sent two deltas that together have norm 5, and b one short
+    # delta; no noise, clip norm 1
+    noise = central(clip=1.0, multiplier=0.0)
+    deltas = [[np.array([3.0, 0.0], np.float32)], [np.array([0.0, 4.0], np.float32)],
+              [np.array([0.3, 0.0], np.float32)]]
+    # When the buffer is combined
+    combined = noise.aggregate(deltas, [1.0, 1.0, 1.0], ["a", "a", "b"])
+    # Then a's share is clipped as a whole to (0.6, 0.8), b's is kept, and the sum is divided by
+    # the number of buffered updates
+    np.testing.assert_allclose(combined[0], [0.9 / 3, 0.8 / 3], rtol=1e-6)
+    assert combined[0].dtype == np.float32
+    # And each worker spent one release, however many updates it had in the buffer
+    assert noise.ledger.releases == {"a": 1, "b": 1}
+
+
+def test_central_dp_staleness_weights_apply_before_the_clip() -> None:
+    noise = central(clip=10.0, multiplier=0.0)
+    combined = noise.aggregate([[np.array([4.0])], [np.array([2.0])]], [0.5, 1.0], ["a", "b"])
+    np.testing.assert_allclose(combined[0], [(0.5 * 4.0 + 2.0) / 2])
+
+
+def test_central_noise_on_the_aggregate_has_the_calibrated_standard_deviation() -> None:
+    # Given clip norm 1.5, noise multiplier 0.8 and a buffer of 4 zero deltas from 4 workers
+    noise = central(clip=1.5, multiplier=0.8)
+    zeros = [[np.zeros(100_000, np.float64)] for _ in range(4)]
+    # When the buffer is combined
+    combined = noise.aggregate(zeros, [1.0] * 4, ["a", "b", "c", "d"])[0]
+    # Then the noise was added once to the sum: std (multiplier * clip) / 4, within 1%
+    expected = privacy.noise_std(1.5, 0.8) / 4
+    assert abs(combined.std() - expected) / expected < 0.01
+
+
+def test_central_epsilon_counts_the_buffers_each_worker_took_part_in() -> None:
+    noise = central(clip=1.0, multiplier=2.0)
+    delta = [np.ones(3, np.float32)]
+    for step in range(5):
+        noise.aggregate([delta, delta], [1.0, 1.0], ["a", "b" if step < 2 else "a"])
+    assert noise.ledger.releases == {"a": 5, "b": 2}
+    assert noise.ledger.worst() == ("a", pytest.approx(independent_epsilon(2.0, 5, 1e-5),
+                                                       rel=1e-9))
+    assert noise.ledger.epsilon_of("b") == pytest.approx(independent_epsilon(2.0, 2, 1e-5),
+                                                         rel=1e-9)
+
+
+def test_a_buffer_that_would_exceed_the_budget_is_withheld_not_applied() -> None:
+    from coordinator.strategies import Contribution, FedBuff
+
+    # Given central DP with a budget that allows 3 buffers (eps 9.0 after 3, 10.7 after 4)
+    buffered = FedBuff(buffer_size=2, central=central(clip=1.0, multiplier=2.0, budget=10.0))
+    model = [np.zeros(3, np.float32)]
+    update = Contribution([np.full(3, 0.1, np.float32)], True, 0, 10, "a")
+    for _ in range(3):
+        assert buffered.submit(model, update) is None
+        model = buffered.submit(model, update) or model
+    assert buffered.central is not None and buffered.central.ledger.releases["a"] == 3
+    # When a fourth buffer fills
+    assert buffered.submit(model, update) is None
+    # Then it is not applied, nothing more is spent, and the buffer is emptied
+    assert buffered.submit(model, update) is None
+    assert buffered.withheld == 1 and buffered.buffered == 0
+    assert buffered.central.ledger.releases["a"] == 3

@@ -44,3 +44,28 @@ def test_dp_settings_must_be_consistent() -> None:
         CoordinatorSettings(dp_noise_multiplier=1.0)
     with pytest.raises(ValidationError, match="dp_noise_multiplier"):
         CoordinatorSettings(dp_clip_norm=1.0, dp_epsilon_budget=3.0)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"dp_noise_multiplier": 0.0}, "needs dp_noise_multiplier > 0"),
+    ({"strategy": "fedasync"}, "use strategy fedbuff"),
+    ({"aggregator": "median"}, "no aggregator or norm_bound"),
+    ({"norm_bound": 1.0}, "no aggregator or norm_bound"),
+    ({"weight_by_examples": True}, "no weight_by_examples"),
+])
+def test_central_dp_is_refused_where_its_accounting_would_not_hold(
+        overrides: dict[str, object], message: str) -> None:
+    central = {"dp_mode": "central", "strategy": "fedbuff", "dp_clip_norm": 1.0,
+               "dp_noise_multiplier": 1.0}
+    CoordinatorSettings(**central)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=message):
+        CoordinatorSettings(**{**central, **overrides})  # type: ignore[arg-type]
+
+
+def test_with_central_dp_tasks_ask_workers_for_no_noise_of_their_own() -> None:
+    from coordinator.service import task_options
+
+    local = CoordinatorSettings(strategy="fedbuff", dp_clip_norm=1.0, dp_noise_multiplier=2.0)
+    assert task_options(local) == {"dp_clip_norm": 1.0, "dp_noise_multiplier": 2.0}
+    central = local.model_copy(update={"dp_mode": "central"})
+    assert task_options(central) == {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0}
