@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from common import privacy
-from tests.integration.support import Processes, read_summary
+from coordinator import checkpoint
+from tests.integration.support import Processes, read_summary, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,38 @@ def test_a_central_dp_run_noises_each_buffer_once_and_stops_at_the_budget(
     possible = [privacy.epsilon(4.0, n, 1e-5) for n in range(1, 5)]
     assert spent == sorted(spent) and len(spent) == summary["versions"]
     assert all(any(math.isclose(e, p, rel_tol=1e-9) for p in possible) for e in spent), spent
+
+
+def test_central_dp_spending_survives_a_coordinator_kill(procs: Processes,
+                                                         tmp_path: Path) -> None:
+    # Given a central DP run (buffers of 3, clip 1, z = 4, budget epsilon 7: 7 buffers a worker)
+    out = tmp_path / "out"
+    for index in range(3):
+        procs.start("worker", worker_id=f"w{index}", shard_index=index, num_shards=3,
+                    partition="iid", train_delay_seconds=0.3)
+    settings = {"strategy": "fedbuff", "buffer_size": 3, "concurrency": 3, "max_updates": 300,
+                "out": out, "dp_mode": "central", "dp_clip_norm": 1.0,
+                "dp_noise_multiplier": 4.0, "dp_delta": 1e-5, "dp_epsilon_budget": 7.0,
+                "drain_seconds": 5}
+    coordinator = procs.start("coordinator", name="c0", **settings)
+
+    # When the coordinator is killed with SIGKILL after its third version and restarted
+    wait_for(lambda: checkpoint.path_in(out).exists() and int(
+        checkpoint.load(checkpoint.path_in(out))["core"]["version"]) >= 3, 120, "version 3")
+    coordinator.process.kill()
+    coordinator.process.wait()
+    coordinator = procs.start("coordinator", name="c1", **settings)
+    assert procs.wait(coordinator, 180) == 0, coordinator.log()
+
+    # Then the restarted coordinator went on spending from what the first had spent: epsilon
+    # never went down from one version to the next, and the run stopped at 7 buffers in all
+    summary = read_summary(out)
+    assert summary["resumes"] == 1
+    assert summary["stop_reason"].startswith("privacy budget: one more buffer"), summary
+    assert math.isclose(summary["epsilon"], privacy.epsilon(4.0, 7, 1e-5), rel_tol=1e-9)
+    with (out / "history.csv").open() as handle:
+        spent = [float(r["epsilon"]) for r in csv.DictReader(handle) if r["version"] != "0"]
+    assert spent == sorted(spent) and len(spent) == summary["versions"], spent
 
 
 def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_applied(
