@@ -2,8 +2,9 @@
 
 The lab of bench/lab.py (10 IID shards of digits, every worker trains from the same global model
 each step, a buffer of 10 deltas, x <- x + aggregate). Every worker takes part in every step, so
-after R steps each worker has made R releases in either mode and has spent the same epsilon
-(common.privacy.epsilon, dp-accounting's RDP accountant, no amplification by sampling).
+after R steps each worker has made R releases in either mode and should have spent the same
+epsilon: each mode's own PrivacyLedger (dp-accounting's RDP accountant, no amplification by
+sampling) reports it.
 
 - no DP: the plain mean;
 - clipped: each delta clipped to C, no noise (what clipping alone costs);
@@ -41,7 +42,8 @@ def run(setup: Setup, clip: float, multipliers: Sequence[float], delta: float = 
     for mode in modes:
         for z in multipliers if mode in ("local DP", "central DP") else [0.0]:
             rng = np.random.default_rng(setup.seed)
-            central = privacy.CentralNoise(clip, z, privacy.PrivacyLedger(z, delta), rng)
+            ledger = privacy.PrivacyLedger(z, delta)  # what each worker spent, as it happens
+            central = privacy.CentralNoise(clip, z, ledger, rng)
             weights, started = [w.copy() for w in lab.initial], time.monotonic()
             for _ in range(setup.rounds):
                 deltas = lab.deltas(weights)
@@ -49,13 +51,15 @@ def run(setup: Setup, clip: float, multipliers: Sequence[float], delta: float = 
                     deltas = [privacy.clip_by_global_norm(d, clip) for d in deltas]
                 elif mode == "local DP":
                     deltas = [privacy.privatize(d, clip, z, rng) for d in deltas]
+                    for name in names:
+                        ledger.record(name)
                 if mode == "central DP":
                     aggregate = central.aggregate(deltas, [1.0] * len(deltas), names)
                 else:
                     aggregate = mean(deltas)
                 weights = lab.step(weights, aggregate)
             rows.append({"mode": mode, "noise_multiplier": z,
-                         "epsilon": privacy.epsilon(z, setup.rounds, delta) if z > 0 else "",
+                         "epsilon": ledger.worst()[1] if z > 0 else "",
                          "accuracy": lab.accuracy(weights),
                          "seconds": round(time.monotonic() - started, 1)})
             print(f"{mode:<11} z={z:<5g} epsilon={rows[-1]['epsilon'] or '-':<10.6} "

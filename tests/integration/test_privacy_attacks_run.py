@@ -48,6 +48,13 @@ def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
     assert max(releases.values()) == 4  # eps(4) = 4.73 <= 5 < eps(5) = 5.38
 
 
+def epsilon_by_version(out: Path) -> list[float]:
+    """history.csv's epsilon of every version after 0 (the end-of-job flush's row, which names
+    no worker, included)."""
+    with (out / "history.csv").open() as handle:
+        return [float(r["epsilon"]) for r in csv.DictReader(handle) if r["version"] != "0"]
+
+
 def test_a_central_dp_run_noises_each_buffer_once_and_stops_at_the_budget(
         procs: Processes, tmp_path: Path) -> None:
     # Given central DP on a FedBuff coordinator (buffers of 3; clip 1, noise multiplier 4) with a
@@ -72,10 +79,8 @@ def test_a_central_dp_run_noises_each_buffer_once_and_stops_at_the_budget(
     assert summary["dp_mode"] == "central" and summary["updates_rejected"] == 0
     assert math.isclose(summary["epsilon"], privacy.epsilon(4.0, 4, 1e-5), rel_tol=1e-9)
     assert summary["versions"] >= 4
-    # And every version (the end-of-job flush of a partial buffer included, whose row names no
-    # worker) reports an epsilon of some number of buffers, never decreasing
-    with (out / "history.csv").open() as handle:
-        spent = [float(r["epsilon"]) for r in csv.DictReader(handle) if r["version"] != "0"]
+    # And every version reports an epsilon of some number of buffers, never decreasing
+    spent = epsilon_by_version(out)
     possible = [privacy.epsilon(4.0, n, 1e-5) for n in range(1, 5)]
     assert spent == sorted(spent) and len(spent) == summary["versions"]
     assert all(any(math.isclose(e, p, rel_tol=1e-9) for p in possible) for e in spent), spent
@@ -108,8 +113,7 @@ def test_central_dp_spending_survives_a_coordinator_kill(procs: Processes,
     assert summary["resumes"] == 1
     assert summary["stop_reason"].startswith("privacy budget: one more buffer"), summary
     assert math.isclose(summary["epsilon"], privacy.epsilon(4.0, 7, 1e-5), rel_tol=1e-9)
-    with (out / "history.csv").open() as handle:
-        spent = [float(r["epsilon"]) for r in csv.DictReader(handle) if r["version"] != "0"]
+    spent = epsilon_by_version(out)
     assert spent == sorted(spent) and len(spent) == summary["versions"], spent
 
 
