@@ -13,7 +13,8 @@ sampling) reports it.
 - central DP: the coordinator's CentralNoise: clip each share to C, sum, add N(0, (zC)^2) once,
   divide by 10.
 
-    python -m bench.dp_utility --noise-multipliers 0.5 1 2 --out docs/results/dp_utility.json
+    python -m bench.dp_utility --rounds 20 --noise-multipliers 0.5 1 2 4 \
+        --out docs/results/dp_utility.json
 """
 
 from __future__ import annotations
