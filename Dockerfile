@@ -21,6 +21,7 @@ RUN python deploy/image_requirements.py "$TENSORFLOW" > /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 COPY README.md ./
+COPY fedmq ./fedmq
 COPY common ./common
 COPY coordinator ./coordinator
 COPY worker ./worker

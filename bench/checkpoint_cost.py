@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from common import models
-from common.launcher import run_local
-from common.settings import RunSettings, TrainingSettings
+from common.settings import TrainingSettings
 from coordinator import checkpoint
 from coordinator.core import CoordinatorCore
 from coordinator.results import History
 from coordinator.strategies import FedAsync, FedBuff, Strategy, staleness_constant
+from fedmq.launcher import run_local
+from fedmq.settings import RunSettings
 
 
 def history_of(versions: int) -> History:

@@ -29,7 +29,9 @@ import numpy as np
 
 from bench.lab import Lab, Setup
 from common import privacy
-from coordinator.robust import mean
+from common.arrays import clip_by_global_norm
+from coordinator.strategies.central_dp import CentralNoise
+from coordinator.strategies.robust import mean
 
 MODES = ("no DP", "clipped", "local DP", "central DP")
 
@@ -44,12 +46,12 @@ def run(setup: Setup, clip: float, multipliers: Sequence[float], delta: float = 
         for z in multipliers if mode in ("local DP", "central DP") else [0.0]:
             rng = np.random.default_rng(setup.seed)
             ledger = privacy.PrivacyLedger(z, delta)  # what each worker spent, as it happens
-            central = privacy.CentralNoise(clip, z, ledger, rng)
+            central = CentralNoise(clip, z, ledger, rng)
             weights, started = [w.copy() for w in lab.initial], time.monotonic()
             for _ in range(setup.rounds):
                 deltas = lab.deltas(weights)
                 if mode == "clipped":
-                    deltas = [privacy.clip_by_global_norm(d, clip) for d in deltas]
+                    deltas = [clip_by_global_norm(d, clip) for d in deltas]
                 elif mode == "local DP":
                     deltas = [privacy.privatize(d, clip, z, rng) for d in deltas]
                     for name in names:

@@ -1,10 +1,10 @@
 """Byzantine attack experiment: 10 buffered updates per step, 2 of them from attackers.
 
 Real Keras training (worker.trainer.Trainer) of every honest update, on 10 shards of digits; the
-aggregation is the coordinator's own pure functions (coordinator.robust), applied as the buffered
-strategy applies them (x <- x + aggregate). No broker: each step every worker trains from the
-current global model, so the buffer holds 10 updates of staleness 0. Attackers train honestly and
-then send -10x (sign flip) and 100x (scale) their delta (worker.attacks).
+aggregation is the coordinator's own pure functions (coordinator.strategies.robust), applied as the
+buffered strategy applies them (x <- x + aggregate). No broker: each step every worker trains
+from the current global model, so the buffer holds 10 updates of staleness 0. Attackers train
+honestly and then send -10x (sign flip) and 100x (scale) their delta (worker.attacks).
 
     python -m bench.robust_attack --rounds 20 --out docs/results/robust_attack.json
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.lab import Lab, Setup
-from coordinator.robust import RobustConfig, krum_scores
-from coordinator.strategies import global_norm
+from common.arrays import global_norm
+from coordinator.strategies.robust import RobustConfig, krum_scores
 from worker.attacks import attack_delta
 
 ATTACKERS = {8: ("sign_flip", 10.0), 9: ("scale", 100.0)}

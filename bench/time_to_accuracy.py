@@ -3,7 +3,11 @@
 Every strategy gets the same data (digits), Dirichlet(0.5) partition, seed, model, workers (by
 default 8, the last 2 of them 4x slower) and the same wall-clock budget; the clock starts when all
 workers consume tasks (--wait-for-workers), so process start-up is not counted. Runs go one after
-another on the real broker with real processes; `fedmq bench time-to-accuracy` calls `run()`.
+another on the real broker with real processes. The central reference trains the same model on
+the pooled training split through the worker's trainer (worker.trainer.Trainer), epoch by epoch.
+
+`python -m bench.time_to_accuracy --out DIR` runs it (`main`); so does
+`fedmq bench time-to-accuracy --out DIR`, which is this same command.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import click
 
 from common import data, models
-from common.launcher import run_local
-from common.settings import RunSettings
+from coordinator.evaluation import Evaluator
 from coordinator.results import plot_curves, read_curve
+from fedmq.launcher import run_local
+from fedmq.options import setup_logging
+from fedmq.settings import RunSettings
+from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.bench")
 STRATEGIES = ("fedavg", "fedasync", "fedbuff")
@@ -57,19 +64,19 @@ def time_to_target(curve: list[tuple[float, float]], target: float) -> float | N
 
 
 def train_central(config: BenchConfig) -> tuple[dict[str, Any], list[tuple[float, float]]]:
-    """The same model, optimiser and batch size on the pooled training split, epoch by epoch."""
+    """The same model, optimiser and batch size on the pooled training split, epoch by epoch,
+    trained by the worker's trainer (as if one worker held all the data)."""
     split = data.builtin_split("digits", 0.2, config.seed)
-    model = models.build(models.resolve_name("", "digits"), config.seed)
+    name = models.resolve_name("", "digits")
+    trainer = Trainer(models.build(name, config.seed), split.x_train, split.y_train)
+    evaluator = Evaluator(models.build(name, config.seed), split.x_test, split.y_test)
     defaults = RunSettings()
-    models.compile_for_training(model, defaults.learning_rate)
+    weights = trainer.model.get_weights()
     curve: list[tuple[float, float]] = [(0.0, 0.0)]
     started = time.monotonic()
     while time.monotonic() - started < config.seconds and len(curve) <= 60:
-        model.fit(split.x_train, split.y_train, epochs=1, batch_size=defaults.batch_size,
-                  verbose=0)
-        probabilities = np.asarray(model(split.x_test, training=False))
-        curve.append((time.monotonic() - started,
-                      float(np.mean(np.argmax(probabilities, axis=1) == split.y_test))))
+        weights = trainer.train(weights, 1, defaults.batch_size, defaults.learning_rate).weights
+        curve.append((time.monotonic() - started, evaluator.score(weights).accuracy))
     result = {"time_to_target_s": time_to_target(curve, config.target),
               "final_accuracy": curve[-1][1], "updates_applied": None,
               "bytes_received": 0, "epochs": len(curve) - 1}
@@ -117,3 +124,30 @@ def describe(report: dict[str, Any]) -> str:
                  + ("n/a (a strategy never reached the target)" if speedup is None
                     else f"{speedup:.2f}x"))
     return "\n".join(lines)
+
+
+@click.command("time-to-accuracy",
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+@click.option("--workers", default=8, show_default=True, help="Workers per strategy.")
+@click.option("--slow-workers", default=2, show_default=True, help="How many are stragglers.")
+@click.option("--slowdown", default=4.0, show_default=True, help="Straggler slowdown factor.")
+@click.option("--target", default=0.95, show_default=True, help="Target held-out accuracy.")
+@click.option("--seconds", default=60.0, show_default=True,
+              help="Wall-clock budget of each strategy (from the moment all workers are ready).")
+@click.option("--seed", default=0, show_default=True, help="Data, partition and model seed.")
+@click.option("--buffer-size", default=4, show_default=True, help="FedBuff K.")
+@click.option("--alpha", default=0.5, show_default=True, help="FedAsync mixing weight.")
+@click.option("--amqp-url", envvar="FEDMQ_AMQP_URL",
+              default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
+def main(**options: Any) -> None:
+    """fedavg vs fedasync vs fedbuff vs central training: time to --target on digits."""
+    setup_logging("WARNING")
+    report = run(BenchConfig(**options))
+    click.echo(describe(report))
+    click.echo(f"results: {options['out'] / 'results.json'}, "
+               f"plot: {options['out'] / 'accuracy_vs_time.png'}")
+
+
+if __name__ == "__main__":
+    main()

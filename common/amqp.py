@@ -1,23 +1,23 @@
 """The only module that imports pika: connect, declare, publish with confirms, consume, ack.
 
-pika errors never leave this module: a lost connection becomes `BrokerUnavailable` (the service edge
-reconnects), a refusal by the broker (bad credentials, missing permission, conflicting declaration)
-becomes `BrokerRefused` (retrying would not help). pika's BlockingConnection is not thread-safe:
-other threads hand work to the I/O thread with `call_threadsafe`.
+pika errors never leave this module: a lost connection becomes `BrokerUnavailable` (the service
+edge reconnects: common/reconnect.py), a refusal by the broker (bad credentials, missing
+permission, conflicting declaration) becomes `BrokerRefused` (retrying would not help). pika's
+BlockingConnection is not thread-safe: other threads hand work to the I/O thread with
+`call_threadsafe`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pika
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from common.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 # access refused, not found, resource locked, precondition failed, not allowed
 REFUSAL_CODES = {403, 404, 405, 406, 530}
 
@@ -52,11 +51,9 @@ class Delivery:
     body: bytes
     tag: int
     queue: str
-    redelivered: bool = False
     headers: dict[str, Any] = field(default_factory=dict)
     reply_to: str | None = None
     correlation_id: str | None = None
-    delivery_count: int = 0
 
 
 Handler = Callable[[Delivery], None]
@@ -171,15 +168,6 @@ class Broker:
                 self.process(left)  # returns early once after a closed channel
         return False
 
-    def declare_queue(self, name: str, bind_to: str | None = None, *, durable: bool = True,
-                      routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
-        """Declare a queue (classic unless `arguments` say otherwise), optionally bound to an
-        exchange with `routing_key` (tools and tests)."""
-        with _translated():
-            self._channel.queue_declare(name, durable=durable, arguments=arguments)
-            if bind_to is not None:
-                self._channel.queue_bind(name, bind_to, routing_key=routing_key)
-
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
         with _translated():
@@ -194,10 +182,6 @@ class Broker:
     def delete_queue(self, queue: str) -> None:
         with _translated():
             self._channel.queue_delete(queue)
-
-    def delete_exchange(self, exchange: str) -> None:
-        with _translated():
-            self._channel.exchange_delete(exchange)
 
     # ------------------------------------------------------------ publish
 
@@ -229,11 +213,9 @@ class Broker:
         """
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            headers = dict(props.headers or {})
             handler(Delivery(body=body, tag=method.delivery_tag, queue=queue,
-                             redelivered=bool(method.redelivered), headers=headers,
-                             reply_to=props.reply_to, correlation_id=props.correlation_id,
-                             delivery_count=int(headers.get("x-delivery-count", 0) or 0)))
+                             headers=dict(props.headers or {}), reply_to=props.reply_to,
+                             correlation_id=props.correlation_id))
 
         with _translated():
             self._channel.basic_qos(prefetch_count=prefetch)
@@ -262,8 +244,8 @@ class Broker:
         if method is None:
             return None
         return Delivery(body=body, tag=method.delivery_tag, queue=queue,
-                        redelivered=bool(method.redelivered), headers=dict(props.headers or {}),
-                        reply_to=props.reply_to, correlation_id=props.correlation_id)
+                        headers=dict(props.headers or {}), reply_to=props.reply_to,
+                        correlation_id=props.correlation_id)
 
     def ack(self, delivery: Delivery) -> None:
         with _translated():
@@ -284,10 +266,6 @@ class Broker:
         """Run `callback` on the I/O thread at its next `process` call; safe from any thread."""
         with _translated():
             self._connection.add_callback_threadsafe(callback)
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._connection.is_open and self._channel.is_open)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -316,26 +294,3 @@ def connect(settings: ConnectionSettings, name: str) -> Broker:
                           settings.tls_key_file)
     return Broker(settings.amqp_url, heartbeat=settings.heartbeat, name=name,
                   ssl_options=options)
-
-
-def run_with_reconnect(session: Callable[[], T], stop: threading.Event, *,
-                       initial_delay: float = 0.5, max_delay: float = 30.0) -> T | None:
-    """Run `session` until it returns; after BrokerUnavailable, wait and run it again.
-
-    The wait is capped exponential backoff with full jitter; it restarts from `initial_delay`
-    once a session has stayed up longer than `max_delay` (tenacity cannot reset a backoff, which
-    a service that runs for days needs). Returns None if `stop` is set while waiting.
-    """
-    attempt = 0
-    while True:
-        started = time.monotonic()
-        try:
-            return session()
-        except BrokerUnavailable as exc:
-            if stop.is_set():
-                return None
-            attempt = 0 if time.monotonic() - started > max_delay else attempt + 1
-            delay = random.uniform(0, min(max_delay, initial_delay * 2 ** attempt))
-            log.warning("broker unavailable (%s); reconnecting in %.1fs", exc, delay)
-            if stop.wait(delay):
-                return None

@@ -6,11 +6,16 @@ class FedmqError(Exception):
 
 
 class DecodeError(FedmqError):
-    """A message body could not be turned into a valid message; `reason` says why."""
+    """A message body could not be turned into a valid message (or, sealed, must not be
+    trusted); `reason` says why, `code` labels it for metrics, and `task_id` is the task its
+    clear header names, when it got that far."""
+
+    code = "decode_error"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.task_id: str | None = None
 
 
 class RejectedUpdate(FedmqError):

@@ -13,8 +13,6 @@ from typing import ClassVar
 
 import numpy as np
 
-Weights = tuple[np.ndarray, ...]
-
 
 def new_id() -> str:
     """A fresh unique id for tasks and updates."""
@@ -53,7 +51,7 @@ class WeightUpdate:
     base_version: int
     num_examples: int
     train_seconds: float
-    weights: Weights
+    weights: tuple[np.ndarray, ...]  # one array per layer, frozen
     is_delta: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -67,7 +65,7 @@ class GlobalModel:
 
     version: int
     fingerprint: str
-    weights: Weights
+    weights: tuple[np.ndarray, ...]  # one array per layer, frozen
     created_at: float = field(default_factory=time.time)
 
 

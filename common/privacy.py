@@ -9,15 +9,8 @@ multiplier z / 2 relative to its sensitivity. A worker's updates are composed wi
 whole shard and every update a worker sends is counted, whether or not the coordinator applies
 it).
 
-Central DP (`--dp-mode central`, `CentralNoise`, FedBuff only; the coordinator is trusted and
-sees raw deltas): when a buffer is combined, each worker's share of it (the sum of its
-staleness-weighted deltas in that buffer) is clipped to C, the shares are summed, N(0, (z C)^2)
-is added to every coordinate once, and the sum is divided by the number of buffered updates. A
-worker's share changes by at most 2C when its shard is replaced, so each combined buffer is a
-Gaussian mechanism with the same multiplier z / 2 for every worker in it, counted once per buffer
-it took part in (again without amplification by sampling). The noise is added once to a sum of K
-deltas instead of to each, so the aggregate carries sqrt(K) times less noise than local DP's mean
-at the same epsilon.
+Central DP (`--dp-mode central`) is the coordinator's (coordinator/strategies/central_dp.py); it
+spends from the same `PrivacyLedger`.
 """
 
 from __future__ import annotations
@@ -30,27 +23,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from common.arrays import Arrays, clip_by_global_norm
+
 SENSITIVITY_FACTOR = 2.0  # replace-one adjacency: two clipped deltas differ by at most 2C
 
 
-def global_norm(arrays: Sequence[np.ndarray]) -> float:
-    """L2 norm of all arrays taken together (in float64)."""
-    return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
-
-
-def clip_by_global_norm(arrays: Sequence[np.ndarray], clip: float) -> list[np.ndarray]:
-    """Scale the arrays down so their global L2 norm is at most `clip`; shorter ones unchanged."""
-    if clip <= 0:
-        raise ValueError(f"clip norm must be positive, got {clip}")
-    norm = global_norm(arrays)
-    if norm <= clip:
-        return [np.array(a, copy=True) for a in arrays]
-    scale = clip / norm
-    return [(np.asarray(a, dtype=np.float64) * scale).astype(a.dtype) for a in arrays]
-
-
 def add_gaussian_noise(arrays: Sequence[np.ndarray], std: float,
-                       rng: np.random.Generator) -> list[np.ndarray]:
+                       rng: np.random.Generator) -> Arrays:
     """Each coordinate plus independent N(0, std^2), keeping dtypes."""
     return [(a + rng.normal(0.0, std, size=a.shape)).astype(a.dtype) for a in arrays]
 
@@ -61,7 +40,7 @@ def noise_std(clip: float, noise_multiplier: float) -> float:
 
 
 def privatize(delta: Sequence[np.ndarray], clip: float, noise_multiplier: float,
-              rng: np.random.Generator) -> list[np.ndarray]:
+              rng: np.random.Generator) -> Arrays:
     """Clip to `clip`, then add Gaussian noise of std noise_multiplier * clip (if positive)."""
     clipped = clip_by_global_norm(delta, clip)
     if noise_multiplier <= 0:
@@ -117,41 +96,3 @@ class PrivacyLedger:
         name = worker if worker is not None else self.worst()[0]
         spent = self.epsilon_of(name, extra=1)
         return (name or "any worker", spent) if spent > self.budget else None
-
-
-@dataclass
-class CentralNoise:
-    """Central DP over a buffer of deltas: clip each worker's share, sum, noise once, average."""
-
-    clip: float
-    noise_multiplier: float
-    ledger: PrivacyLedger
-    rng: np.random.Generator = field(default_factory=np.random.default_rng)
-
-    def over_budget(self, workers: Sequence[str]) -> tuple[str, float] | None:
-        """(worker, epsilon) if combining a buffer with these workers would take one of them
-        past the budget, else None."""
-        for worker in sorted(set(workers)):
-            exceeding = self.ledger.next_exceeds(worker)
-            if exceeding is not None:
-                return exceeding
-        return None
-
-    def aggregate(self, deltas: Sequence[Sequence[np.ndarray]], weights: Sequence[float],
-                  workers: Sequence[str]) -> list[np.ndarray]:
-        """(sum over workers of clip(their weighted deltas' sum) + noise) / len(deltas), in the
-        deltas' dtypes; counts one release for every worker in the buffer."""
-        if not deltas:
-            raise ValueError("cannot aggregate an empty buffer")
-        shares: dict[str, list[np.ndarray]] = {}
-        for delta, weight, worker in zip(deltas, weights, workers, strict=True):
-            scaled = [weight * np.asarray(a, dtype=np.float64) for a in delta]
-            held = shares.get(worker)
-            shares[worker] = scaled if held is None else [
-                h + s for h, s in zip(held, scaled, strict=True)]
-        clipped = [clip_by_global_norm(share, self.clip) for share in shares.values()]
-        total = [np.sum(layer, axis=0) for layer in zip(*clipped, strict=True)]
-        noised = add_gaussian_noise(total, noise_std(self.clip, self.noise_multiplier), self.rng)
-        for worker in shares:
-            self.ledger.record(worker)
-        return [(n / len(deltas)).astype(d.dtype) for n, d in zip(noised, deltas[0], strict=True)]

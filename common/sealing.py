@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.errors import FedmqError
+from common.errors import DecodeError
 from common.identity import Identity, raw_bytes
 
 ALGORITHM = "fedmq-seal-1"  # X25519 + HKDF-SHA256 key wrap, ChaCha20-Poly1305, Ed25519
@@ -35,14 +35,13 @@ WRAP_NONCE = bytes(NONCE_BYTES)  # each wrapping key is used once, so a fixed no
 SIGNED_DOMAIN = b"fedmq sealed message v1\x00"
 
 
-class SealError(FedmqError):
+class SealError(DecodeError):
     """A sealed message that must not be trusted; `code` labels it for metrics."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
-        self.reason = f"{code}: {detail}"
 
 
 # ---------------------------------------------------------------- seals

@@ -1,7 +1,10 @@
-"""Every setting of every command, read from CLI flags or FEDMQ_* environment variables.
+"""The settings of the two roles, read from CLI flags or FEDMQ_* environment variables.
 
-One pydantic-settings class per role; `common.cli` turns each field into a `--flag` with the field's
-description as help, so the flags, the environment variables and the docs cannot drift apart.
+One pydantic-settings class per role (CoordinatorSettings, WorkerSettings), composed of the
+concerns they share (connection, identity, data, training...). The `fedmq` command (fedmq/cli.py)
+turns each field into a `--flag` with the field's description as help, so the flags, the
+environment variables and the docs cannot drift apart. The settings that only the operator tools
+use (`fedmq run`, `watch`, `status`) are in fedmq/settings.py.
 Precedence: CLI flag, then environment variable, then the default below.
 """
 
@@ -76,6 +79,31 @@ class TrainingSettings(_Base):
     local_epochs: int = Field(2, ge=1, description="Local epochs per task.")
     batch_size: int = Field(16, ge=1, description="Local mini-batch size.")
     learning_rate: float = Field(0.5, gt=0, description="Local SGD learning rate.")
+
+
+AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
+
+
+def minimum_updates(aggregator: str, f: int) -> int:
+    """The fewest updates a robust rule can combine: 2f+3 for Krum, 2f+1 for trimmed mean."""
+    if aggregator in ("krum", "multi_krum"):
+        return 2 * f + 3
+    if aggregator == "trimmed_mean":
+        return 2 * f + 1
+    return 1
+
+
+def robust_problem(aggregator: str, f: int, buffer_size: int) -> str | None:
+    """Why `aggregator` tolerating `f` attackers cannot combine buffers of `buffer_size` updates
+    (None: it can). The one copy of these rules: settings and the strategy both ask it."""
+    if aggregator not in AGGREGATORS:
+        return f"unknown aggregator {aggregator!r}; choose from {', '.join(AGGREGATORS)}"
+    if aggregator in ("krum", "multi_krum") and buffer_size < minimum_updates(aggregator, f):
+        return (f"{aggregator} tolerating f={f} needs buffer_size >= 2f+3 = {2 * f + 3}, "
+                f"got {buffer_size}")
+    if aggregator == "trimmed_mean" and buffer_size < minimum_updates(aggregator, f):
+        return f"trimmed_mean cannot trim {f} from each end of {buffer_size} updates"
+    return None
 
 
 class RobustSettings(_Base):
@@ -179,14 +207,11 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
                              "weight_by_examples")
 
     def _check_robust(self) -> None:
-        f, size = self.byzantine_f, self.buffer_size
         if (self.aggregator != "mean" or self.norm_bound > 0) and self.strategy != "fedbuff":
             raise ValueError("aggregator and norm_bound act on a buffer: use strategy fedbuff")
-        if self.aggregator in ("krum", "multi_krum") and size < 2 * f + 3:
-            raise ValueError(f"{self.aggregator} tolerating f={f} needs buffer_size >= 2f+3 = "
-                             f"{2 * f + 3}, got {size}")
-        if self.aggregator == "trimmed_mean" and 2 * f >= size:
-            raise ValueError(f"trimmed_mean cannot trim {f} from each end of {size} updates")
+        problem = robust_problem(self.aggregator, self.byzantine_f, self.buffer_size)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
@@ -219,24 +244,3 @@ class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, Conn
                              f"{self.num_shards}")
         return self
 
-
-class RunSettings(CoordinatorSettings):
-    workers: int = Field(3, ge=1, description="Worker processes to start.")
-    slow_workers: int = Field(0, ge=0, description="How many of them are stragglers.")
-    slowdown: float = Field(4.0, ge=1, description="Straggler slowdown factor.")
-    sealed: bool = Field(False, description="Generate throwaway keys in <out>/keys and run "
-                                            "with sealed, signed messages.")
-
-
-class WatchSettings(ConnectionSettings):
-    events: str = Field("#", description="Events to show, as a topic pattern (version, "
-                                         "evaluation, rejected, finished; # for all).")
-    max_events: int = Field(0, ge=0, description="Exit after this many events; 0: until Ctrl-C.")
-    watch_seconds: float = Field(0.0, ge=0, description="Exit after this many seconds; 0: no "
-                                                        "limit.")
-
-
-class StatusSettings(ConnectionSettings):
-    management_url: str = Field("http://guest:guest@127.0.0.1:15672",
-                                description="RabbitMQ management API URL with credentials; the "
-                                            "vhost is the one in --amqp-url.")

@@ -14,6 +14,7 @@ UPDATE_DELIVERY_LIMIT = 10   # an update that crashes the coordinator this often
 MODEL_REQUEST_TTL_MS = 60_000
 UPDATE_KEY = "update"                # routing key of updates on the inbox exchange
 MODEL_REQUEST_KEY = "model.request"  # routing key of model requests on the inbox exchange
+REPLY_TO = "amq.rabbitmq.reply-to"   # RabbitMQ's direct reply-to: where model requests are answered
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""The one codec: msgpack envelopes with a schema number, a kind, header fields and payload bytes.
+"""The wire format: msgpack envelopes with a schema number, a kind, header fields and payload bytes.
+
+The only module that imports msgpack. Roles do not call it directly: common/codec.py chooses plain
+or sealed messages for them.
 
 Never pickle: a pickled body can run arbitrary code on the coordinator, and updates come from other
 organisations. Arrays travel as {dtype, shape, data} with an allowlist of plain numeric dtypes and
@@ -164,7 +167,16 @@ def encode(message: Message) -> bytes:
 
 def decode(body: bytes, expect: type[T] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> T:
     """Bytes from the broker to a message, optionally insisting on one message class."""
-    message = from_envelope(unpack_envelope(body, max_bytes), max_bytes)
+    return open_plain(unpack_envelope(body, max_bytes), expect, max_bytes)
+
+
+def open_plain(envelope: Envelope, expect: type[T] | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """The message an unsealed envelope carries, optionally insisting on one message class."""
+    return _expected(from_envelope(envelope, max_bytes), expect)
+
+
+def _expected(message: Message, expect: type[T] | None) -> T:
     if expect is not None and not isinstance(message, expect):
         raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
     return typing.cast(T, message)
@@ -201,12 +213,19 @@ def encode_sealed(message: Message, signer: identity.Identity,
 def decode_sealed(body: bytes, expect: type[T], *, trusted: Mapping[str, Any],
                   me: identity.Identity | None = None,
                   max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
+    """Bytes from the broker to a verified (and, if encrypted, decrypted) message."""
+    return open_sealed(unpack_envelope(body, max_bytes), expect, trusted=trusted, me=me,
+                       max_bytes=max_bytes)
+
+
+def open_sealed(envelope: Envelope, expect: type[T], *, trusted: Mapping[str, Any],
+                me: identity.Identity | None = None,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
     """Verify the signer against `trusted` (name -> Ed25519 public key), decrypt, decode.
 
     Raises SealError (unsealed, unknown signer, bad signature, not for us, undecryptable) before
     any payload byte is parsed, or DecodeError for a malformed message.
     """
-    envelope = unpack_envelope(body, max_bytes)
     if set(envelope.extra) != {"seal"}:
         raise sealing.SealError("unsealed", "message carries no seal (or unknown outer fields)")
     seal = sealing.Seal.from_wire(envelope.extra["seal"])
@@ -216,9 +235,7 @@ def decode_sealed(body: bytes, expect: type[T], *, trusted: Mapping[str, Any],
         raise sealing.SealError("not_a_recipient", "encrypted message, but no key to open it")
     payload = sealing.unseal(envelope.payload, context, seal, me) if me else envelope.payload
     message = from_envelope(dataclasses.replace(envelope, payload=payload, extra={}), max_bytes)
-    if not isinstance(message, expect):
-        raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
-    return message, seal
+    return _expected(message, expect), seal
 
 
 def _to_wire(value: Any) -> Any:
@@ -249,7 +266,7 @@ def _from_wire(value: Any, hint: Any, where: str) -> Any:
     elif hint is float:
         if type(value) in (int, float):
             return float(value)
-    elif origin is tuple:  # Weights
+    elif origin is tuple:  # a model's or update's arrays
         if isinstance(value, list):
             return tuple(decode_array(item) for item in value)
     elif origin is dict:

@@ -1,7 +1,10 @@
 """The coordinator's state and decisions, with no broker in sight: issue tasks, judge updates.
 
-The service (service.py) feeds it decoded messages and carries out what it returns, which keeps
-every rule here testable without RabbitMQ.
+Every decision of a job is made here: which tasks are issued and in flight, who owns a task
+(sealed mode), which task is taken back or abandoned, whether an update is rejected, a
+duplicate, buffered or applied. The session (session.py) feeds it decoded messages and carries
+out what it returns; nothing outside changes its state, which keeps every rule testable without
+RabbitMQ.
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ from typing import Any, Literal
 
 import numpy as np
 
+from common.arrays import Arrays
 from common.errors import RejectedUpdate
 from common.messages import TrainTask, WeightUpdate, new_id
-from common.settings import TrainingSettings
+from common.settings import CoordinatorSettings, TrainingSettings
 from coordinator.checkpoint import pack_strings, unpack_strings
-from coordinator.strategies import Arrays, Contribution, Strategy
+from coordinator.strategies import Contribution, Strategy
 from coordinator.validation import check_update
+
+
+def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
+    """TrainTask fields beyond the training settings: local differential privacy (none with
+    central DP: workers send their deltas as they are, and the coordinator noises them)."""
+    if settings.dp_mode == "central":
+        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0}
+    return {"dp_clip_norm": settings.dp_clip_norm,
+            "dp_noise_multiplier": settings.dp_noise_multiplier}
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class CoordinatorCore:
     task_options: dict[str, Any] = field(default_factory=dict)  # extra TrainTask fields
     rejected_ids: dict[str, str] = field(default_factory=dict)  # decodable update id -> code
     expired: int = 0  # tasks given up on after the task deadline (and issued again)
+    bind_tasks: bool = False  # sealed mode: a task belongs to the first worker that answers it
+    task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -65,17 +80,57 @@ class CoordinatorCore:
         self.in_flight[task.task_id] = time.time()
         return task
 
-    def reject_undecodable(self, reason: str) -> Outcome:
-        self.rejected["decode_error"] += 1
-        return Outcome("rejected", self.version, code="decode_error", reason=reason)
+    @property
+    def tasks_in_flight(self) -> int:
+        return len(self.in_flight)
 
-    def reject(self, exc: RejectedUpdate, task_id: str | None = None) -> Outcome:
-        """Count an update refused before `handle` (sealed-mode and privacy checks); the task it
-        names is no longer in flight, so another one is issued in its place."""
-        self.rejected[exc.code] += 1
+    def top_up(self, concurrency: int, max_updates: int) -> tuple[list[TrainTask], bool]:
+        """The tasks to issue now, to keep `concurrency` in flight but never more than the
+        updates still wanted; and whether the job's last, partial buffer or round was just
+        folded in (nothing more is wanted or in flight). A synchronous strategy gets its next
+        round only once the last one has fully arrived."""
+        if self.strategy.synchronous and self.in_flight:
+            return [], False
+        wanted = max_updates - self.applied - self.strategy.buffered
+        if wanted <= 0 and not self.in_flight and self.flush():
+            return [], True
+        return [self.issue_task() for _ in range(min(concurrency, wanted) -
+                                                 len(self.in_flight))], False
+
+    def reject(self, code: str, reason: str, task_id: str | None = None) -> Outcome:
+        """Count a body refused before `handle` (undecodable, sealed-mode and privacy checks);
+        the task it names is no longer in flight, so another one is issued in its place."""
+        self.rejected[code] += 1
         if task_id is not None:
             self.in_flight.pop(task_id, None)
-        return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
+        return Outcome("rejected", self.version, code=code, reason=reason)
+
+    def claim(self, update: WeightUpdate) -> None:
+        """Sealed mode: bind a task to the first authentic worker that answers it; any later
+        update for it is rejected (another worker's, or a second answer of the same one). A
+        task is taken from a shared queue, so its worker is not known when it is issued."""
+        if not self.bind_tasks:
+            return
+        owner = self.task_owner.get(update.task_id)
+        if owner is not None and owner != update.worker_id:
+            raise RejectedUpdate("task_not_issued_to_worker", f"task {update.task_id} went to "
+                                 f"{owner!r}, not {update.worker_id!r}")
+        if owner is not None:
+            raise RejectedUpdate("task_already_answered",
+                                 f"{owner!r} already answered task {update.task_id}")
+        if update.task_id in self.issued:  # never-issued tasks are rejected by `handle`
+            self.task_owner[update.task_id] = update.worker_id
+
+    def take_back(self, task_id: str | None) -> None:
+        """A task taken off the queue unstarted (the job is ending): no longer awaited."""
+        if task_id is not None:
+            self.in_flight.pop(task_id, None)
+
+    def abandon_in_flight(self) -> int:
+        """Stop waiting for every task in flight (the job has ended); how many there were."""
+        count = len(self.in_flight)
+        self.in_flight.clear()
+        return count
 
     def handle(self, update: WeightUpdate) -> Outcome:
         """Validate an update and fold it in; never raises for bad input."""
@@ -139,7 +194,7 @@ class CoordinatorCore:
                 "rejected_codes": pack_strings(list(self.rejected_ids.values())),
                 "duplicates": self.duplicates, "workers": sorted(self.workers),
                 "staleness_seen": list(self.staleness_seen), "expired": self.expired,
-                "strategy": self.strategy.state()}
+                "task_owner": dict(self.task_owner), "strategy": self.strategy.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Inverse of `state`."""
@@ -157,12 +212,13 @@ class CoordinatorCore:
         self.workers = set(state["workers"])
         self.staleness_seen = [int(t) for t in state["staleness_seen"]]
         self.expired = int(state["expired"])
+        self.task_owner = {str(k): str(v) for k, v in state.get("task_owner", {}).items()}
         self.strategy.load_state(state["strategy"])
 
     @property
-    def received(self) -> int:
-        """Updates that reached a decision: accepted, rejected or recognised as duplicates."""
-        return len(self.accepted_ids) + self.rejected_total + self.duplicates
+    def withheld_buffers(self) -> int:
+        """Buffers the strategy refused to apply (central DP's privacy budget)."""
+        return self.strategy.withheld
 
     @property
     def rejected_total(self) -> int:

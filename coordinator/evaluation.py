@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from common import data, datafiles, models
+from common import data, models
 from common.settings import CoordinatorSettings
 
 
@@ -43,7 +43,7 @@ class Evaluator:
 def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:
     """The coordinator's evaluation data: its own file, else the built-in dataset's split."""
     if settings.eval_data_path:
-        return datafiles.load(datafiles.resolve_path(settings.eval_data_path, None),
+        return data.load_file(data.file_for_shard(settings.eval_data_path, None),
                               settings.label_column)
     split = data.builtin_split(settings.dataset, settings.test_fraction, settings.seed)
     return split.x_test, split.y_test

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from common.settings import CoordinatorSettings
 from coordinator.checkpoint import pack_strings, unpack_strings
+from coordinator.core import CoordinatorCore
+from coordinator.evaluation import Score
+from coordinator.lifecycle import JobRecord
+
+log = logging.getLogger("fedmq.coordinator")
 
 HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id",
                   "epsilon"]
@@ -135,3 +142,35 @@ def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]],
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_all(settings: CoordinatorSettings, core: CoordinatorCore, history: History,
+              score: Score, record: JobRecord, run: dict[str, Any]) -> dict[str, Any]:
+    """Write history.csv, the plot, summary.json and ledger.json of a finished (or stopped)
+    job; `run` holds the summary fields only the session knows. Returns the summary."""
+    out: Path = settings.out
+    write_history(out, history)
+    plot_curves(out / "accuracy_vs_time.png", {settings.strategy: history.curve()},
+                settings.target_accuracy, title=f"fedmq {settings.dataset}")
+    staleness = core.staleness_seen
+    summary = {
+        "final_accuracy": score.accuracy, "final_loss": score.loss,
+        "updates_applied": core.applied, "updates_rejected": core.rejected_total,
+        "rejected_by_reason": dict(core.rejected), "duplicates": core.duplicates,
+        "versions": core.version, "strategy": settings.strategy,
+        "workers": len(core.workers), "worker_ids": sorted(core.workers),
+        "dataset": settings.eval_data_path or settings.dataset,
+        "mean_staleness": float(np.mean(staleness)) if staleness else 0.0,
+        "max_staleness_seen": max(staleness, default=0),
+        "withheld_buffers": core.withheld_buffers, "expired_tasks": core.expired,
+        "checkpoint": settings.checkpoint, "wall_seconds": round(record.elapsed(), 3),
+        "time_to_target_s": record.time_to_target, "bytes_received": record.bytes_received,
+        "resumes": record.resumes, "resumed_from_version": record.resumed_from, **run,
+    }
+    write_summary(out, summary)
+    write_ledger(out, {"applied": [[update_id, version] for update_id, version
+                                   in core.accepted_ids.items()],
+                       "rejected": core.rejected_ids, "duplicates": core.duplicates})
+    log.info("finished: %s", {k: summary[k] for k in ("final_accuracy", "updates_applied",
+                                                       "updates_rejected", "wall_seconds")})
+    return summary

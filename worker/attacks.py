@@ -12,14 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.privacy import global_norm
+from common.arrays import Arrays, global_norm
 
 ATTACKS = ("none", "sign_flip", "scale", "random", "nan")
 DEFAULT_FACTOR = {"sign_flip": 10.0, "scale": 100.0, "random": 10.0, "nan": 1.0, "none": 1.0}
 
 
 def attack_delta(delta: Sequence[np.ndarray], attack: str, factor: float | None,
-                 rng: np.random.Generator) -> list[np.ndarray]:
+                 rng: np.random.Generator) -> Arrays:
     """The delta a worker in `attack` mode sends in place of its honest `delta`."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")

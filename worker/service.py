@@ -14,23 +14,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from common import faults, models, privacy, wire
-from common.amqp import Broker, Delivery, connect, run_with_reconnect
+from common.amqp import Broker, Delivery, connect
+from common.codec import Codec
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
+from common.identity import PublicIdentity, load_identity, load_public
 from common.leases import Lease
 from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
+from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
-from common.topology import MODEL_REQUEST_KEY, UPDATE_KEY, Topology
-from worker import local_data
-from worker.codec import WorkerCodec
+from common.topology import MODEL_REQUEST_KEY, REPLY_TO, UPDATE_KEY, Topology
+from worker import training_data
 from worker.shaping import shape_update
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
-REPLY_TO = "amq.rabbitmq.reply-to"
 MODEL_REQUEST_RETRY_SECONDS = 5.0
 FRESH_MODEL_WAIT_SECONDS = 10.0
 
@@ -41,13 +43,18 @@ class WorkerService:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.topology = Topology(settings.job)
-        self.codec = WorkerCodec.from_settings(settings)
+        identity = None if settings.identity is None else load_identity(settings.identity)
+        self.codec = Codec(settings.max_message_bytes, identity)
+        # sealed mode: only the coordinator's signature is trusted, updates are sealed to it
+        self.coordinator: PublicIdentity | None = None
+        if settings.coordinator_key is not None and identity is not None:
+            self.coordinator = load_public(settings.coordinator_key)
         self.worker_id = self._worker_id(settings)
         models.configure_tensorflow(settings.tf_threads)
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
                                   settings.seed)
         self.fingerprint = models.fingerprint(self.model.get_weights())
-        self.leasing = local_data.needs_lease(settings)
+        self.leasing = training_data.needs_lease(settings)
         self.shard: tuple[int | None, int] | None = None
         self.trainer: Trainer | None = None
         if not self.leasing:  # a fixed shard or a whole file: load (and check) it right away
@@ -65,7 +72,7 @@ class WorkerService:
         """Load the training data of `shard` unless it is the one already loaded."""
         if self.shard == (shard, num_shards):
             return
-        loaded = local_data.load(self.settings, shard, num_shards)
+        loaded = training_data.load(self.settings, shard, num_shards)
         models.check_compatible(self.model, loaded.x, loaded.y)
         self.trainer = Trainer(self.model, loaded.x, loaded.y, self.settings.slowdown,
                                self.settings.train_delay_seconds)
@@ -170,9 +177,15 @@ class WorkerService:
 
     # ------------------------------------------------------------ messages
 
+    def _trusted(self) -> dict[str, Any] | None:
+        """Whose signature a task or model needs: the coordinator's (sealed mode only)."""
+        if self.coordinator is None:
+            return None
+        return {self.coordinator.name: self.coordinator.signing}
+
     def _on_model(self, delivery: Delivery) -> None:
         try:
-            model = self.codec.model(delivery.body)
+            model = self.codec.decode(delivery.body, GlobalModel, self._trusted()).message
         except DecodeError as exc:
             log.warning("ignored model broadcast that cannot be opened: %s", exc.reason)
             return
@@ -185,7 +198,7 @@ class WorkerService:
 
     def _on_task(self, broker: Broker, delivery: Delivery) -> None:
         try:
-            task = self.codec.task(delivery.body)
+            task = self.codec.decode(delivery.body, TrainTask, self._trusted()).message
         except DecodeError as exc:
             log.warning("dead-lettering task that cannot be opened: %s", exc.reason)
             broker.reject(delivery, requeue=False)
@@ -229,7 +242,8 @@ class WorkerService:
                                   num_examples=trainer.num_examples,
                                   train_seconds=result.seconds, weights=shaped.weights,
                                   is_delta=shaped.is_delta, metrics=result.metrics)
-            body = self.codec.update(update)
+            body = self.codec.encode(update, None if self.coordinator is None else
+                                     {self.coordinator.name: self.coordinator.encryption})
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
             self._hand_back(broker, lambda: self._requeue(broker, delivery))

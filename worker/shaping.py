@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.arrays import add_scaled, difference
 from common.messages import TrainTask
 from common.privacy import privatize
 from worker.attacks import attack_delta
@@ -28,12 +29,10 @@ def shape_update(base: Sequence[np.ndarray], trained: Sequence[np.ndarray], task
     """Apply the task's DP settings and the worker's attack mode to one training result."""
     if task.dp_clip_norm <= 0 and attack == "none" and not task.send_delta:
         return Shaped(tuple(np.asarray(t) for t in trained), is_delta=False)
-    delta = [np.asarray(t) - np.asarray(b) for t, b in zip(trained, base, strict=True)]
+    delta = difference(trained, base)
     if task.dp_clip_norm > 0:
         delta = privatize(delta, task.dp_clip_norm, task.dp_noise_multiplier, rng)
     delta = attack_delta(delta, attack, attack_factor, rng)
     if task.send_delta:
         return Shaped(tuple(delta), is_delta=True)
-    return Shaped(tuple((np.asarray(b) + d).astype(d.dtype) for b, d in zip(base, delta,
-                                                                            strict=True)),
-                  is_delta=False)
+    return Shaped(tuple(add_scaled(base, delta)), is_delta=False)

@@ -24,13 +24,14 @@ import numpy as np
 
 from common import models, wire
 from common.amqp import Broker
-from common.management import Management
 from common.messages import WeightUpdate
 from common.settings import CoordinatorSettings, TrainingSettings
 from common.topology import UPDATE_KEY, Topology
 from coordinator import checkpoint
 from coordinator.core import CoordinatorCore
-from coordinator.service import make_strategy
+from coordinator.strategies import make_strategy
+from fedmq.management import Management
+from tests.integration.broker_tools import declare_queue
 from tests.integration.support import wait_for
 
 
@@ -41,8 +42,8 @@ def tap_name(topology: Topology) -> str:
 def tap_updates(broker: Broker, topology: Topology) -> str:
     """Declare (durable, quorum) and bind the tap queue; call before any worker publishes."""
     name = tap_name(topology)
-    broker.declare_queue(name, topology.inbox, routing_key=UPDATE_KEY,
-                         arguments={"x-queue-type": "quorum"})
+    declare_queue(broker, name, topology.inbox, routing_key=UPDATE_KEY,
+                  arguments={"x-queue-type": "quorum"})
     return name
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from common.amqp import Broker
 from common.errors import FedmqError
-from common.management import Management
 from common.topology import Topology
+from fedmq.management import Management
+from tests.integration.broker_tools import delete_exchange
 from tests.integration.support import AMQP_URL, MANAGEMENT_URL, Processes
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def cleanup_job(amqp_url: str, topology: Topology) -> None:
                 broker.delete_queue(name)
         for exchange in topology.exchanges():
             with contextlib.suppress(FedmqError):
-                broker.delete_exchange(exchange.name)
+                delete_exchange(broker, exchange.name)
     finally:
         broker.close()
 

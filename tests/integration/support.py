@@ -63,7 +63,7 @@ class Processes:
         env |= self.base_env | {f"FEDMQ_{k.upper()}": str(v) for k, v in settings.items()}
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as output:
-            process = subprocess.Popen([sys.executable, "-m", "common.cli", role], env=env,
+            process = subprocess.Popen([sys.executable, "-m", "fedmq", role], env=env,
                                        stdout=output, stderr=subprocess.STDOUT)
         proc = Proc(role, name, process, log_path)
         self.started.append(proc)

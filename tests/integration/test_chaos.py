@@ -26,10 +26,10 @@ import pytest
 from common import models, wire
 from common.amqp import Broker
 from common.errors import FedmqError
-from common.management import Management
 from common.messages import ModelRequest, TrainTask, WeightUpdate, new_id
 from common.topology import Topology
 from coordinator import checkpoint
+from fedmq.management import Management
 from tests.integration.audit import audit, queues_end_empty, tap_name, tap_updates, tapped_updates
 from tests.integration.conftest import cleanup_job
 from tests.integration.private_node import PrivateNode

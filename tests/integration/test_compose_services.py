@@ -55,8 +55,8 @@ class ComposeProject:
         return env | {key: str(value) for key, value in overrides.items()}
 
     def argv(self, service: str, command: list[str] | None = None) -> list[str]:
-        # `fedmq` is `python -m common.cli` of this checkout
-        return [sys.executable, "-m", "common.cli", *(command or self.services[service]["command"])]
+        # `fedmq` is `python -m fedmq` of this checkout
+        return [sys.executable, "-m", "fedmq", *(command or self.services[service]["command"])]
 
     def start(self, service: str, name: str, **overrides: Any) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEDMQ_")}

@@ -23,9 +23,9 @@ import requests
 
 from common.amqp import BrokerRefused, connect
 from common.errors import BrokerUnavailable
-from common.management import Management
 from common.settings import ConnectionSettings
-from common.tls_certs import generate_deployment
+from fedmq.management import Management
+from fedmq.tls_certs import generate_deployment
 from tests.deploy_support import (
     COMPOSE_TLS_FILE,
     RABBITMQ_TLS_CONF,
@@ -111,13 +111,13 @@ def compose() -> Iterator[TlsCompose]:
 def start(compose: TlsCompose, procs: Processes, service: str, name: str,
           **overrides: Any) -> Proc:
     """Like `docker compose up` starts a service: the image's `fedmq` entry point (here
-    `python -m common.cli`) with the service's command and environment."""
+    `python -m fedmq`) with the service's command and environment."""
     command = fedmq_services(compose.config)[service]["command"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDMQ_")}
     env |= compose.env(service) | {k: str(v) for k, v in overrides.items()}
     log_path = procs.workdir / f"{name}.log"
     with log_path.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "common.cli", *command], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "fedmq", *command], env=env,
                                    stdout=output, stderr=subprocess.STDOUT)
     proc = Proc(service, name, process, log_path)
     procs.started.append(proc)

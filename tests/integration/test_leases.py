@@ -10,8 +10,8 @@ import pytest
 
 from common import leases
 from common.amqp import Broker
-from common.management import Management
 from common.topology import Topology
+from fedmq.management import Management
 from tests.integration.support import Proc, Processes, wait_for
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.management import Management
 from common.topology import Topology
+from fedmq.management import Management
 from tests.integration.support import Processes, read_summary, wait_for
 
 pytestmark = pytest.mark.integration

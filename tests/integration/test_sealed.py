@@ -20,9 +20,10 @@ import pytest
 from common import identity, sealing, wire
 from common.amqp import Broker, Delivery
 from common.errors import DecodeError
-from common.management import Management
 from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
 from common.topology import Topology
+from fedmq.management import Management
+from tests.integration.broker_tools import declare_queue
 from tests.integration.conftest import cleanup_job
 from tests.integration.support import (
     AMQP_URL,
@@ -39,7 +40,7 @@ REPLAYS = 100
 
 
 def keys_cli(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "common.cli", "keys", *args],
+    result = subprocess.run([sys.executable, "-m", "fedmq", "keys", *args],
                             capture_output=True, text=True, check=True)
     return result.stdout
 
@@ -128,7 +129,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SealedJob]:
     broker = Broker(AMQP_URL, name="fedmq-test-sealed")
     broker.declare(topology)
     tap_queue = f"fedmq.{topology.job}.tap"  # what an operator could bind to see every model
-    broker.declare_queue(tap_queue, bind_to=topology.model, durable=False)
+    declare_queue(broker, tap_queue, bind_to=topology.model, durable=False)
     tap = Broker(AMQP_URL, name="fedmq-test-tap")
     try:
         # The test holds the updates queue (single active consumer) so that the first updates

@@ -57,7 +57,7 @@ def test_time_to_accuracy_benchmark_writes_results_and_plot(tmp_path: Path) -> N
     # When a small version of the benchmark runs (3 workers, 1 straggler, 8 s per strategy)
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "common.cli", "bench", "time-to-accuracy", "--out", str(out),
+        [sys.executable, "-m", "fedmq", "bench", "time-to-accuracy", "--out", str(out),
          "--workers", "3", "--slow-workers", "1", "--seconds", "8", "--target", "0.8",
          "--amqp-url", AMQP_URL], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

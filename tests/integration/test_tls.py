@@ -12,9 +12,10 @@ import pytest
 
 from common.amqp import BrokerRefused, connect
 from common.errors import BrokerUnavailable
-from common.management import Management
 from common.settings import ConnectionSettings
-from common.tls_certs import CertificateAuthority, Pair
+from fedmq.management import Management
+from fedmq.tls_certs import CertificateAuthority, Pair
+from tests.integration.broker_tools import is_open
 from tests.integration.private_node import PrivateNode
 from tests.integration.support import Processes, wait_for
 
@@ -71,7 +72,7 @@ def test_a_client_with_the_right_certificate_connects_over_tls(tls_node: TlsNode
     broker = connect(tls_node.settings(), "fedmq-tls-probe")
     try:
         # Then it works, and the broker lists it as a TLS connection
-        assert broker.is_open
+        assert is_open(broker)
         wait_for(lambda: "fedmq-tls-probe" in tls_node.connection_names(), 20,
                  "the TLS connection in the management API")
     finally:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.arrays import weighted_mean
 from coordinator.strategies import (
     Contribution,
     FedAsync,
@@ -20,7 +21,6 @@ from coordinator.strategies import (
     staleness_constant,
     staleness_hinge,
     staleness_polynomial,
-    weighted_mean,
 )
 
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from common.messages import WeightUpdate
 from common.privacy import PrivacyLedger
 from coordinator import checkpoint
+from coordinator.admission import Admission
 from coordinator.core import CoordinatorCore
-from coordinator.intake import Intake
 from coordinator.results import History, write_history
 from coordinator.strategies import FedBuff
 from tests.unit.test_coordinator_core import fresh_core, snapshot, update_for
@@ -129,16 +129,16 @@ def test_expired_tasks_leave_flight_but_a_late_update_still_counts() -> None:
 
 
 def test_privacy_spending_and_replay_protection_survive_a_restart() -> None:
-    # Given an intake that has counted two releases of w1
-    intake = Intake(max_bytes=1 << 20, ledger=PrivacyLedger(1.0, 1e-5, budget=None))
-    intake.ledger.record("w1")  # type: ignore[union-attr]
-    intake.ledger.record("w1")  # type: ignore[union-attr]
-    # When its state is loaded into a fresh intake
-    fresh = Intake(max_bytes=1 << 20, ledger=PrivacyLedger(1.0, 1e-5, budget=None))
-    fresh.load_state(json.loads(json.dumps(intake.state())))
+    # Given an admission that has counted two releases of w1
+    admission = Admission(ledger=PrivacyLedger(1.0, 1e-5, budget=None))
+    admission.ledger.record("w1")  # type: ignore[union-attr]
+    admission.ledger.record("w1")  # type: ignore[union-attr]
+    # When its state is loaded into a fresh admission
+    fresh = Admission(ledger=PrivacyLedger(1.0, 1e-5, budget=None))
+    fresh.load_state(json.loads(json.dumps(admission.state())))
     # Then the worker's spending carries on from two releases
     assert fresh.ledger is not None and fresh.ledger.releases["w1"] == 2
-    assert fresh.epsilon() == intake.epsilon()
+    assert fresh.epsilon() == admission.epsilon()
 
 
 def test_a_second_coordinator_cannot_take_the_same_directory(tmp_path: Path) -> None:

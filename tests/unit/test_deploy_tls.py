@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
-from common.cli import main
+from fedmq.cli import main
 from tests.deploy_support import (
     COMPOSE_TLS_FILE,
     RABBITMQ_TLS_CONF,

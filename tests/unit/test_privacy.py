@@ -1,5 +1,5 @@
-"""Local differential privacy: the clipping property, the calibrated noise, and epsilon as an
-independent dp-accounting computation gives it."""
+"""Local differential privacy: the calibrated noise, and epsilon as an independent dp-accounting
+computation gives it (clipping itself is tested in test_arrays.py)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,12 @@ import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting import rdp
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from common import privacy
+from common.arrays import global_norm
 from common.messages import TrainTask
+from coordinator.strategies.central_dp import CentralNoise
 from worker.shaping import shape_update
-
-layers = st.lists(hnp.arrays(np.float32, hnp.array_shapes(max_dims=2, max_side=6),
-                             elements=st.floats(-1e3, 1e3, width=32)), min_size=1, max_size=4)
-
-
-@settings(max_examples=300, deadline=None)
-@given(layers, st.floats(1e-3, 1e3))
-def test_clipping_bounds_the_global_norm_and_leaves_short_updates_alone(
-        update: list[np.ndarray], clip: float) -> None:
-    # When an update is clipped
-    clipped = privacy.clip_by_global_norm(update, clip)
-    # Then its global L2 norm is at most the clip norm, shapes and dtypes unchanged
-    assert privacy.global_norm(clipped) <= clip * (1 + 1e-6) + 1e-6
-    assert [(c.shape, c.dtype) for c in clipped] == [(u.shape, u.dtype) for u in update]
-    # And an update already within the norm is returned unchanged
-    if privacy.global_norm(update) <= clip:
-        assert all(np.array_equal(c, u) for c, u in zip(clipped, update, strict=True))
 
 
 def test_noise_has_the_calibrated_standard_deviation() -> None:
@@ -81,7 +63,7 @@ def test_a_dp_task_makes_the_worker_send_a_clipped_noised_delta() -> None:
     task = TrainTask(task_id="t", job="", min_version=0, send_delta=True, dp_clip_norm=2.0)
     shaped = shape_update(base, trained, task, np.random.default_rng(0))
     assert shaped.is_delta
-    assert privacy.global_norm(shaped.weights) == pytest.approx(2.0, rel=1e-6)
+    assert global_norm(shaped.weights) == pytest.approx(2.0, rel=1e-6)
     noisy = shape_update(base, trained, TrainTask(task_id="t", job="", min_version=0,
                                                   send_delta=True, dp_clip_norm=2.0,
                                                   dp_noise_multiplier=1.0),
@@ -90,8 +72,8 @@ def test_a_dp_task_makes_the_worker_send_a_clipped_noised_delta() -> None:
 
 
 def central(clip: float, multiplier: float, budget: float | None = None,
-            seed: int = 7) -> privacy.CentralNoise:
-    return privacy.CentralNoise(clip, multiplier, privacy.PrivacyLedger(multiplier, 1e-5, budget),
+            seed: int = 7) -> CentralNoise:
+    return CentralNoise(clip, multiplier, privacy.PrivacyLedger(multiplier, 1e-5, budget),
                                 np.random.default_rng(seed))
 
 

@@ -8,10 +8,9 @@ import pytest
 from common.errors import ConfigError
 from common.messages import WeightUpdate
 from common.settings import TrainingSettings
-from coordinator import robust
 from coordinator.core import CoordinatorCore
-from coordinator.robust import RobustConfig
-from coordinator.strategies import Contribution, FedBuff
+from coordinator.strategies import Contribution, FedBuff, robust
+from coordinator.strategies.robust import RobustConfig
 from worker.attacks import attack_delta
 
 
@@ -48,7 +47,7 @@ def test_krum_refuses_fewer_than_2f_plus_3_updates() -> None:
     updates = [vec(float(i), 0.0) for i in range(6)]
     with pytest.raises(ValueError, match="2f\\+3 = 7"):
         robust.krum(updates, f=2)
-    with pytest.raises(ConfigError, match="at least 2f\\+3 = 7"):
+    with pytest.raises(ConfigError, match="needs buffer_size >= 2f\\+3 = 7"):
         RobustConfig("multi_krum", byzantine_f=2).check(buffer_size=6)
     RobustConfig("multi_krum", byzantine_f=2).check(buffer_size=7)
     with pytest.raises(ConfigError):

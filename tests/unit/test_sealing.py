@@ -1,5 +1,5 @@
 """Sealing without a broker: round trips, tampering, unknown signers, recipients, the registry,
-and the coordinator's sealed-mode gate (replays, task ownership)."""
+and the coordinator's sealed-mode checks (replays, signer, task ownership)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import identity, sealing, wire
-from common.cli import main
+from common.codec import Codec
 from common.errors import ConfigError, DecodeError, RejectedUpdate
 from common.messages import GlobalModel, TrainTask, WeightUpdate
-from coordinator.intake import SealedGate
+from coordinator.admission import Admission, Signers
+from coordinator.core import CoordinatorCore
+from fedmq.cli import main
 
 COORDINATOR = identity.Identity.generate("coordinator")
 W0 = identity.Identity.generate("w0")
@@ -92,34 +94,55 @@ def test_an_unsealed_message_is_refused_in_sealed_mode() -> None:
         wire.decode_sealed(wire.encode(update()), WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
 
 
-def gate(tmp_path: Path) -> SealedGate:
+@dataclasses.dataclass
+class SealedCoordinator:
+    """The checks a sealed coordinator makes before its core validates an update, in the order
+    coordinator/session.py makes them: codec, signer and replay, task ownership."""
+
+    codec: Codec
+    admission: Admission
+    core: CoordinatorCore
+
+    def open_update(self, body: bytes) -> WeightUpdate:
+        opened = self.codec.decode(body, WeightUpdate, self.admission.trusted())
+        self.admission.check_signer(opened)
+        self.core.claim(opened.message)
+        return opened.message
+
+
+def gate(tmp_path: Path, issued: set[str]) -> SealedCoordinator:
     registry = identity.Registry()
     for worker in (W0, W1):
         registry.add(worker.public())
     registry.save(tmp_path / "reg.json")
-    return SealedGate(COORDINATOR, tmp_path / "reg.json")
+    signers = Signers(tmp_path / "reg.json")
+    signers.refresh(force=True)
+    core = CoordinatorCore(weights=[np.zeros((3, 4), np.float32)], strategy=None,  # type: ignore[arg-type]
+                           max_staleness=5, training=None, bind_tasks=True)  # type: ignore[arg-type]
+    core.issued = set(issued)
+    return SealedCoordinator(Codec(1 << 20, COORDINATOR), Admission(signers), core)
 
 
 def test_the_gate_rejects_replays_by_nonce_and_by_update_id(tmp_path: Path) -> None:
-    the_gate, issued = gate(tmp_path), {"task-1", "task-2"}
+    the_gate = gate(tmp_path, {"task-1", "task-2"})
     original = update()
     body = sealed(original)
-    assert the_gate.open_update(body, issued, 1 << 20).update_id == original.update_id
+    assert the_gate.open_update(body).update_id == original.update_id
     with pytest.raises(RejectedUpdate, match="replayed"):
-        the_gate.open_update(body, issued, 1 << 20)        # same bytes, same nonce
+        the_gate.open_update(body)        # same bytes, same nonce
     with pytest.raises(RejectedUpdate, match="replayed"):
-        the_gate.open_update(sealed(original), issued, 1 << 20)  # re-sealed, same update id
+        the_gate.open_update(sealed(original))  # re-sealed, same update id
 
 
 def test_the_gate_binds_a_task_to_the_first_worker_that_answers_it(tmp_path: Path) -> None:
-    the_gate, issued = gate(tmp_path), {"task-1"}
-    the_gate.open_update(sealed(update("w0")), issued, 1 << 20)
+    the_gate = gate(tmp_path, {"task-1"})
+    the_gate.open_update(sealed(update("w0")))
     with pytest.raises(RejectedUpdate, match="task_not_issued_to_worker"):
-        the_gate.open_update(sealed(update("w1"), W1), issued, 1 << 20)
+        the_gate.open_update(sealed(update("w1"), W1))
     with pytest.raises(RejectedUpdate, match="task_already_answered"):
-        the_gate.open_update(sealed(update("w0")), issued, 1 << 20)
+        the_gate.open_update(sealed(update("w0")))
     with pytest.raises(RejectedUpdate, match="identity_mismatch"):
-        the_gate.open_update(sealed(update("w1", task="task-9"), W0), issued, 1 << 20)
+        the_gate.open_update(sealed(update("w1", task="task-9"), W0))
 
 
 def test_keys_cli_generates_registers_and_revokes(tmp_path: Path) -> None:

@@ -20,15 +20,11 @@ import pytest
 from click.testing import CliRunner, Result
 from pydantic_settings import BaseSettings
 
-from common.cli import load_settings, main, settings_options
-from common.settings import (
-    CoordinatorSettings,
-    RunSettings,
-    StatusSettings,
-    WatchSettings,
-    WorkerSettings,
-)
-from common.settings_doc import COMMANDS
+from common.settings import CoordinatorSettings, WorkerSettings
+from fedmq.cli import main
+from fedmq.options import load_settings, settings_options
+from fedmq.settings import RunSettings, StatusSettings, WatchSettings
+from fedmq.settings_doc import COMMANDS
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +52,11 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseSettings]]:
         return {}
 
     stubs: dict[str, dict[str, Any]] = {
-        "coordinator.service": {"CoordinatorService": Service},
+        "coordinator.session": {"Coordinator": Service},
         "worker.service": {"WorkerService": Service},
-        "common.launcher": {"run_local": record},
-        "common.watch": {"Watcher": Service},
-        "common.status": {"render": lambda settings: str(record(settings))},
+        "fedmq.launcher": {"run_local": record},
+        "fedmq.watch": {"Watcher": Service},
+        "fedmq.status": {"render": lambda settings: str(record(settings))},
     }
     for name, attributes in stubs.items():
         module = types.ModuleType(name)
@@ -256,7 +252,7 @@ def test_the_bench_commands_have_help(args: list[str]) -> None:
 
 def test_help_does_not_load_tensorflow() -> None:
     # Given a fresh interpreter, when `fedmq coordinator --help` is rendered
-    code = ("import sys; from click.testing import CliRunner; from common.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from fedmq.cli import main; "
             "r = CliRunner().invoke(main, ['coordinator', '--help']); "
             "assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from common.cli import main
-from common.settings_doc import COMMANDS, settings_table, with_table
+from fedmq.cli import main
+from fedmq.settings_doc import COMMANDS, settings_table, with_table
 from tests.deploy_support import ROOT
 
 
 def test_the_readme_settings_table_is_up_to_date() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert with_table(readme) == readme, "run `python -m common.settings_doc` to regenerate it"
+    assert with_table(readme) == readme, "run `python -m fedmq.settings_doc` to regenerate it"
 
 
 def test_the_table_has_a_row_for_every_setting_of_every_command() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.messages import Event
-from common.settings import StatusSettings
-from common.status import render, vhost_of
-from common.watch import format_event
+from fedmq.settings import StatusSettings
+from fedmq.status import render, vhost_of
+from fedmq.watch import format_event
 
 
 class FakeManagement:

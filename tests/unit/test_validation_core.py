@@ -18,6 +18,11 @@ from coordinator.strategies import FedAsync, FedBuff, Strategy, fedasync_step, m
 from coordinator.validation import check_arrays, check_update
 
 ALPHA, EXPONENT = 0.5, 0.5
+
+
+def received(core: CoordinatorCore) -> int:
+    """Updates that reached a decision: accepted, rejected or recognised as duplicates."""
+    return len(core.accepted_ids) + core.rejected_total + core.duplicates
 STALENESS_FN = make_staleness("polynomial", EXPONENT)
 
 
@@ -160,7 +165,7 @@ def test_full_weights_sent_to_a_delta_strategy_are_rejected() -> None:
 def test_an_undecodable_message_is_counted_and_changes_nothing() -> None:
     core = new_core()
     before = state(core)
-    outcome = core.reject_undecodable("message body is not valid msgpack")
+    outcome = core.reject("decode_error", "message body is not valid msgpack")
     assert (outcome.kind, outcome.code) == ("rejected", "decode_error")
     assert core.rejected["decode_error"] == 1 and state(core) == before
 
@@ -218,7 +223,7 @@ def test_a_duplicate_update_id_is_counted_and_never_applied_twice() -> None:
     assert [o.kind for o in outcomes] == ["duplicate"] * 3
     assert all(o.version == 1 for o in outcomes)
     assert core.duplicates == 3 and core.applied == 1 and state(core) == after_first
-    assert core.received == 4 and core.rejected_total == 0
+    assert received(core) == 4 and core.rejected_total == 0
 
 
 def test_a_duplicate_is_recognised_after_later_updates_were_applied() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from common import tls_certs
+from fedmq import tls_certs
 
 
 @click.group()

@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings
 
 from common import identity
 from common.errors import ConfigError
-from common.settings import CoordinatorSettings, RunSettings, WorkerSettings
+from common.settings import CoordinatorSettings, WorkerSettings
+from fedmq.settings import RunSettings
 
 log = logging.getLogger("fedmq.run")
 WORKER_STOP_SECONDS = 30
@@ -35,10 +36,10 @@ def _spawn(role: str, env: dict[str, str], log_path: Path | None) -> subprocess.
     """Start `fedmq <role>`; its log goes to `log_path`, or to our stderr when None."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FEDMQ_")} | env
     if log_path is None:
-        return subprocess.Popen([sys.executable, "-m", "common.cli", role], env=full_env,
+        return subprocess.Popen([sys.executable, "-m", "fedmq", role], env=full_env,
                                 stdout=subprocess.DEVNULL)
     with log_path.open("wb") as output:
-        return subprocess.Popen([sys.executable, "-m", "common.cli", role], env=full_env,
+        return subprocess.Popen([sys.executable, "-m", "fedmq", role], env=full_env,
                                 stdout=output, stderr=subprocess.STDOUT)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from common.management import Management
-from common.settings import StatusSettings
 from common.topology import Topology
+from fedmq.management import Management
+from fedmq.settings import StatusSettings
 
 QUEUE_COLUMNS = ("queue", "type", "ready", "unacked", "consumers", "in/s", "out/s")
 EXCHANGE_COLUMNS = ("exchange", "type", "in/s", "out/s")

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from common import wire
-from common.amqp import Delivery, connect, run_with_reconnect
+from common.amqp import Delivery, connect
 from common.errors import DecodeError
 from common.messages import Event
-from common.settings import WatchSettings
+from common.reconnect import run_with_reconnect
 from common.topology import Topology
+from fedmq.settings import WatchSettings
 
 
 def format_event(event: Event) -> str:

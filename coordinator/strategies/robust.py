@@ -11,56 +11,38 @@ Every function returns one aggregated delta with the layers' shapes and dtypes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from common.arrays import Arrays, clip_by_global_norm, flatten, unflatten, weighted_mean
 from common.errors import ConfigError
-from common.privacy import clip_by_global_norm
-
-Update = Sequence[np.ndarray]
-AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
+from common.settings import minimum_updates, robust_problem
 
 
-def flatten(update: Update) -> np.ndarray:
-    """All layers of one update as a float64 vector."""
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in update])
-
-
-def unflatten(vector: np.ndarray, like: Update) -> list[np.ndarray]:
-    """Cut a vector back into arrays shaped and typed like `like`."""
-    out, start = [], 0
-    for layer in like:
-        out.append(vector[start:start + layer.size].reshape(layer.shape).astype(layer.dtype))
-        start += layer.size
-    return out
-
-
-def _stack(updates: Sequence[Update]) -> np.ndarray:
+def _stack(updates: Sequence[Arrays]) -> np.ndarray:
     if not updates:
         raise ValueError("cannot aggregate an empty buffer")
     return np.stack([flatten(u) for u in updates])
 
 
-def mean(updates: Sequence[Update], weights: Sequence[float] | None = None) -> list[np.ndarray]:
+def mean(updates: Sequence[Arrays], weights: Sequence[float] | None = None) -> Arrays:
     """Weighted average (plain average without weights)."""
-    matrix = _stack(updates)
-    w = np.ones(len(updates)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return unflatten(w @ matrix / w.sum(), updates[0])
+    return weighted_mean(updates, [1.0] * len(updates) if weights is None else weights)
 
 
-def norm_bounded(updates: Sequence[Update], max_norm: float) -> list[list[np.ndarray]]:
+def norm_bounded(updates: Sequence[Arrays], max_norm: float) -> list[Arrays]:
     """Every update scaled down to global L2 norm <= max_norm (shorter ones unchanged)."""
     return [clip_by_global_norm(u, max_norm) for u in updates]
 
 
-def coordinate_median(updates: Sequence[Update]) -> list[np.ndarray]:
+def coordinate_median(updates: Sequence[Arrays]) -> Arrays:
     """Median of every coordinate across updates."""
     return unflatten(np.median(_stack(updates), axis=0), updates[0])
 
 
-def trimmed_mean(updates: Sequence[Update], trim: int) -> list[np.ndarray]:
+def trimmed_mean(updates: Sequence[Arrays], trim: int) -> Arrays:
     """Per coordinate, drop the `trim` largest and `trim` smallest values, average the rest."""
     n = len(updates)
     if trim < 0 or 2 * trim >= n:
@@ -69,7 +51,7 @@ def trimmed_mean(updates: Sequence[Update], trim: int) -> list[np.ndarray]:
     return unflatten(ordered[trim:n - trim].mean(axis=0), updates[0])
 
 
-def krum_scores(updates: Sequence[Update], f: int) -> np.ndarray:
+def krum_scores(updates: Sequence[Arrays], f: int) -> np.ndarray:
     """Krum score of each update: sum of squared distances to its n - f - 2 nearest others."""
     n = len(updates)
     if f < 0 or n < 2 * f + 3:
@@ -82,7 +64,7 @@ def krum_scores(updates: Sequence[Update], f: int) -> np.ndarray:
     return np.asarray(nearest.sum(axis=1))
 
 
-def multi_krum(updates: Sequence[Update], f: int, m: int | None = None) -> list[np.ndarray]:
+def multi_krum(updates: Sequence[Arrays], f: int, m: int | None = None) -> Arrays:
     """Average of the m updates with the lowest Krum scores (m defaults to n - f)."""
     m = len(updates) - f if m is None else m
     if not 1 <= m <= len(updates):
@@ -91,7 +73,7 @@ def multi_krum(updates: Sequence[Update], f: int, m: int | None = None) -> list[
     return mean([updates[i] for i in chosen])
 
 
-def krum(updates: Sequence[Update], f: int) -> list[np.ndarray]:
+def krum(updates: Sequence[Arrays], f: int) -> Arrays:
     """The single update with the lowest Krum score.
 
     On fixed local shards Krum tends to settle on one worker: the picked shard gets fitted, its
@@ -99,9 +81,6 @@ def krum(updates: Sequence[Update], f: int) -> list[np.ndarray]:
     docs/security.md); multi-Krum, median or trimmed mean do not have that fixed point.
     """
     return multi_krum(updates, f, m=1)
-
-
-Aggregator = Callable[[Sequence[Update], Sequence[float]], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -118,11 +97,7 @@ class RobustConfig:
 
     def minimum_updates(self) -> int:
         """The fewest updates the rule can combine: 2f+3 for Krum, 2f+1 for trimmed mean."""
-        if self.aggregator in ("krum", "multi_krum"):
-            return 2 * self.byzantine_f + 3
-        if self.aggregator == "trimmed_mean":
-            return 2 * self.byzantine_f + 1
-        return 1
+        return minimum_updates(self.aggregator, self.byzantine_f)
 
     def for_partial_buffer(self, size: int) -> RobustConfig:
         """The rule for an end-of-job buffer of `size` < K: itself, or the coordinate-wise
@@ -133,19 +108,12 @@ class RobustConfig:
 
     def check(self, buffer_size: int) -> None:
         """Refuse configurations that cannot work for a buffer of `buffer_size` updates."""
-        if self.aggregator not in AGGREGATORS:
-            raise ConfigError(f"unknown aggregator {self.aggregator!r}; choose from "
-                              f"{', '.join(AGGREGATORS)}")
-        if self.aggregator in ("krum", "multi_krum") and buffer_size < 2 * self.byzantine_f + 3:
-            raise ConfigError(f"{self.aggregator} tolerating f={self.byzantine_f} needs a "
-                              f"buffer of at least 2f+3 = {2 * self.byzantine_f + 3} updates, "
-                              f"got {buffer_size}")
-        if self.aggregator == "trimmed_mean" and 2 * self.byzantine_f >= buffer_size:
-            raise ConfigError(f"trimmed mean cannot trim {self.byzantine_f} from each end of "
-                              f"{buffer_size} updates")
+        problem = robust_problem(self.aggregator, self.byzantine_f, buffer_size)
+        if problem is not None:
+            raise ConfigError(problem)
 
-    def aggregate(self, updates: Sequence[Update],
-                  weights: Sequence[float] | None = None) -> list[np.ndarray]:
+    def aggregate(self, updates: Sequence[Arrays],
+                  weights: Sequence[float] | None = None) -> Arrays:
         """Norm-bound (if set), then combine with the chosen rule. Only `mean` uses weights."""
         if self.norm_bound > 0:
             updates = norm_bounded(updates, self.norm_bound)

@@ -1,0 +1,339 @@
+"""The coordinator's broker loop: consume updates, apply them, broadcast versions, evaluate, finish.
+
+Everything runs on the pika I/O thread (evaluation of a small model takes milliseconds). Decisions
+are made by `CoordinatorCore` (core.py); who may send is `Admission`'s (admission.py); every turn
+ends with the commit protocol (commit.py: checkpoint, then publish, then ack); the lock, resume and
+standby takeover are the lifecycle's (lifecycle.py); outgoing messages are the outbox's.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from common import leases, models
+from common.amqp import Broker, Delivery, connect
+from common.codec import Codec, Opened
+from common.errors import DecodeError, RejectedUpdate
+from common.identity import load_identity
+from common.messages import WeightUpdate
+from common.reconnect import run_with_reconnect
+from common.settings import CoordinatorSettings, TrainingSettings
+from common.topology import Topology
+from coordinator import results
+from coordinator.admission import Admission
+from coordinator.commit import Commit
+from coordinator.core import CoordinatorCore, Outcome, task_options
+from coordinator.evaluation import Evaluator, Score, held_out
+from coordinator.lifecycle import JobRecord, Lifecycle
+from coordinator.outbox import Outbox
+from coordinator.progress import Progress
+from coordinator.results import History
+from coordinator.strategies import make_strategy
+
+log = logging.getLogger("fedmq.coordinator")
+UPDATE_PREFETCH = 16
+
+
+class Coordinator:
+    """One job's coordinator; `run()` blocks until the job ends and returns its summary."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.topology = Topology(settings.job)
+        self.model_name = models.resolve_name(settings.model, settings.dataset)
+        model = models.build(self.model_name, settings.seed)
+        x_test, y_test = held_out(settings)
+        models.check_compatible(model, x_test, y_test)
+        self.evaluator = Evaluator(model, x_test, y_test)
+        self.progress = Progress(settings)
+        weights = [np.array(w) for w in model.get_weights()]
+        fingerprint = models.fingerprint(weights)
+        self.admission = Admission.from_settings(settings)
+        identity = None if settings.identity is None else load_identity(settings.identity)
+        self.codec = Codec(settings.max_message_bytes, identity)
+        self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
+        strategy = make_strategy(settings, self.admission.ledger)
+        self.core = CoordinatorCore(
+            weights=weights, strategy=strategy,
+            max_staleness=0 if strategy.synchronous else settings.max_staleness,
+            training=TrainingSettings(local_epochs=settings.local_epochs,
+                                      batch_size=settings.batch_size,
+                                      learning_rate=settings.learning_rate),
+            job=settings.job, task_options=task_options(settings),
+            bind_tasks=identity is not None)
+        self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
+                             self._announce)
+        self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
+                                              "model": self.model_name,
+                                              "fingerprint": fingerprint})
+        self.stop_reason: str | None = None
+        self.history = History()
+        self.stop = threading.Event()
+        self.record = JobRecord(workers_ready=settings.wait_for_workers == 0)
+        self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
+        self.last_update_at = 0.0
+        self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
+        if not settings.standby:  # a standby takes the directory (and resumes) in run()
+            self._restore(self.lifecycle.claim().state)
+
+    # ------------------------------------------------------------ checkpointed state
+
+    def _save(self) -> None:
+        self.lifecycle.save({**self.record.state(), "core": self.core.state(),
+                             "intake": self.admission.state(),
+                             "history": self.history.columns()})
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        self.core.load_state(state["core"])
+        self.admission.load_state(state["intake"])
+        self.history = History.from_columns(state["history"])
+        self.record.resume(state, self.core.version)
+        self.set_up = True
+        # Tasks in flight may have been checkpointed but never published (a crash between the
+        # two): issue new ones now rather than after the task deadline. The old ones stay
+        # issued, so an update for one that was published still counts.
+        reissued = len(self.core.expire(0.0))
+        log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
+                    "flight issued again)", self.settings.job, self.lifecycle.path,
+                    self.core.version, self.core.applied, reissued)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> dict[str, Any]:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        if not self.lifecycle.holds_directory:
+            start = self.lifecycle.take_over(self.stop)
+            if not start.go:
+                self.progress.finish(self.stop)
+                return {"standby": "ended without taking over"}
+            self._restore(start.state)
+            log.warning("standby: taking over job %r at version %d", self.settings.job,
+                        self.core.version)
+        if self.record.resumed_from is None:
+            self._evaluate()
+        run_with_reconnect(self._session, self.stop)
+        self.record.finished = not self.stop.is_set()
+        summary = self._write_results()
+        if self.settings.checkpoint:
+            self._save()  # SIGTERM: the job goes on from here when restarted; else: finished
+        self.progress.finish(self.stop)
+        return summary
+
+    def _session(self) -> None:
+        self.commit.forget_acks()
+        broker = connect(self.settings, "fedmq-coordinator")
+        try:
+            if not self.set_up:  # before declaring, so no worker attaches to old leases
+                leases.refill(broker, self.topology, self.settings.num_shards)
+            broker.declare(self.topology)
+            if not self.set_up:
+                self._purge_leftovers(broker)
+            self.commit.changed()  # checkpoint what changed while the connection was down,
+            self.commit.run(broker)  # publish the tasks it left pending, only then broadcast
+            self.outbox.broadcast(broker, self.core.version, self.core.weights)
+            broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
+                           prefetch=UPDATE_PREFETCH)
+            broker.consume(self.topology.model_requests, lambda d: self._on_model_request(
+                broker, d), prefetch=8)
+            self._wait_for_workers(broker)
+            while not self._done() and not self.stop.is_set():
+                self._pump(broker, 0.25)
+            if not self.stop.is_set():
+                self._drain(broker)
+                self.outbox.event(broker, self.settings.job, "finished",
+                                  version=self.core.version, applied=self.core.applied,
+                                  rejected=self.core.rejected_total)
+            else:
+                self.commit.changed()  # SIGTERM: checkpoint and ack what was handled, then stop
+                self.commit.run(broker)
+        finally:
+            broker.close()
+
+    def _pump(self, broker: Broker, seconds: float) -> None:
+        """One turn of the loop: serve the connection, give up on overdue tasks, commit."""
+        broker.process(seconds)
+        late = self.core.expire(self.settings.task_deadline)
+        if late:
+            log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),
+                        self.settings.task_deadline)
+            self.commit.changed()
+        self._top_up()
+        self.commit.run(broker)
+
+    def _purge_leftovers(self, broker: Broker) -> None:
+        """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
+        for queue in (self.topology.tasks, self.topology.updates):
+            dropped = broker.purge(queue)
+            if dropped:
+                log.warning("purged %d leftover messages from %s", dropped, queue)
+        self.set_up = True
+
+    def _wait_for_workers(self, broker: Broker) -> None:
+        """With --wait-for-workers N: hold tasks (and the clock) until N workers consume them."""
+        while not self.record.workers_ready and not self.stop.is_set():
+            if broker.queue_depth(self.topology.tasks)[1] >= self.settings.wait_for_workers:
+                self.record.workers_ready = True
+                log.info("%d workers ready; starting the clock", self.settings.wait_for_workers)
+                self.record.started = time.monotonic()
+                self._evaluate()
+            else:
+                self._pump(broker, 0.25)
+
+    def _done(self) -> bool:
+        settings = self.settings
+        reached = settings.stop_at_target and self.record.time_to_target is not None
+        out_of_time = settings.max_seconds is not None and self.record.workers_ready and \
+            self.record.elapsed() >= settings.max_seconds
+        return reached or out_of_time or self.core.applied >= settings.max_updates or \
+            self._out_of_budget()
+
+    def _out_of_budget(self) -> bool:
+        reason = self.admission.budget_stop(self.core.version)
+        if reason is not None and self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("%s", reason)
+        return reason is not None
+
+    def _drain(self, broker: Broker) -> None:
+        """Stop issuing; take back the tasks nobody started and wait (up to drain_seconds) for
+        the updates of tasks in hand and for the updates queue to empty, so the job ends with
+        its queues empty.
+
+        A task can be in a worker's hands without being in flight: one redelivered because its
+        first worker died after sending the update but before acking the task. So once nothing
+        is in flight the drain still waits for a quiet spell as long as the longest training
+        seen (plus a second) before it ends.
+        """
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while time.monotonic() < deadline:
+            self._take_back_tasks(broker)
+            if not self.core.tasks_in_flight and \
+                    broker.queue_depth(self.topology.updates)[0] == 0 and \
+                    time.monotonic() - self.last_update_at > self.longest_training + 1.0:
+                break
+            self._pump(broker, 0.25)
+        self._take_back_tasks(broker)
+        abandoned = self.core.abandon_in_flight()
+        if abandoned:
+            log.warning("%d tasks still in flight at the end; their updates will not count",
+                        abandoned)
+        if self.core.flush():
+            self._version_made(None, "")
+        self.commit.changed()
+        self.commit.run(broker)
+
+    def _take_back_tasks(self, broker: Broker) -> None:
+        """Remove the tasks still queued (they will not be trained) from the tasks in flight."""
+        while (delivery := broker.get(self.topology.tasks)) is not None:
+            self.core.take_back(self.codec.task_of(delivery.body))
+            broker.ack(delivery)
+            self.commit.changed()
+
+    # ------------------------------------------------------------ messages
+
+    def _on_update(self, broker: Broker, delivery: Delivery) -> None:
+        self.record.bytes_received += len(delivery.body)
+        self.last_update_at = time.monotonic()
+        self.progress.received()
+        try:
+            opened = self.codec.decode(delivery.body, WeightUpdate, self.admission.trusted())
+        except DecodeError as exc:
+            self._handle_outcome(broker, delivery, None,
+                                 self.core.reject(exc.code, exc.reason, exc.task_id))
+        else:
+            self._judge(broker, delivery, opened)
+        self.commit.ack(broker, delivery)
+
+    def _judge(self, broker: Broker, delivery: Delivery, opened: Opened[WeightUpdate]) -> None:
+        """The checks before the core's validation (signer and replay in sealed mode, task
+        ownership, the worker's privacy budget), then the core's decision."""
+        update = opened.message
+        try:
+            self.admission.check_signer(opened)
+            self.core.claim(update)
+            self.admission.charge(update)
+        except RejectedUpdate as exc:
+            self._handle_outcome(broker, delivery, None,
+                                 self.core.reject(exc.code, exc.reason, update.task_id))
+            return
+        self.longest_training = max(self.longest_training, min(update.train_seconds, 60.0))
+        self._handle_outcome(broker, delivery, update, self.core.handle(update))
+
+    def _handle_outcome(self, broker: Broker, delivery: Delivery, update: WeightUpdate | None,
+                        outcome: Outcome) -> None:
+        self.progress.outcome(outcome, update)
+        if outcome.kind == "rejected":
+            log.warning("rejected update (%s)", outcome.reason)
+            self.outbox.dead_letter(broker, delivery, outcome)
+            self.outbox.event(broker, self.settings.job, "rejected", code=outcome.code,
+                              reason=outcome.reason)
+        elif outcome.kind == "duplicate":
+            log.info("ignored duplicate update %s", update.update_id if update else "?")
+        elif outcome.kind == "applied" and update is not None:
+            self._version_made(outcome.staleness, update.worker_id)
+
+    def _version_made(self, staleness: int | None, worker_id: str) -> None:
+        """Record the version just made; the commit announces it once it is checkpointed."""
+        version, epsilon = self.core.version, self.admission.epsilon()
+        self.history.add(version, self.record.elapsed(), staleness, worker_id, epsilon=epsilon)
+        self.progress.new_version(version, self.core.applied)
+        self.commit.version({"version": version, "staleness": staleness, "worker": worker_id,
+                             "epsilon": epsilon})
+
+    def _announce(self, broker: Broker, versions: list[dict[str, Any]]) -> None:
+        """Broadcast the current model; events for each new version; evaluate every k."""
+        self.outbox.broadcast(broker, self.core.version, self.core.weights)
+        for fields in versions:
+            self.outbox.event(broker, self.settings.job, "version", **fields)
+        if any(fields["version"] % self.settings.eval_every == 0 for fields in versions):
+            score = self._evaluate()
+            self.outbox.event(broker, self.settings.job, "evaluation", version=self.core.version,
+                              accuracy=round(score.accuracy, 6), loss=round(score.loss, 6))
+
+    def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
+        self.outbox.reply_model(broker, delivery, self.settings.max_message_bytes)
+        broker.ack(delivery)
+
+    def _top_up(self) -> None:
+        """Issue the tasks the core asks for; the commit publishes them once checkpointed."""
+        if self._done() or not self.record.workers_ready:
+            return
+        tasks, flushed = self.core.top_up(self.settings.concurrency, self.settings.max_updates)
+        if flushed:
+            self._version_made(None, "")
+        for task in tasks:
+            self.commit.task(task)
+
+    # ------------------------------------------------------------ evaluation and results
+
+    def _evaluate(self) -> Score:
+        score = self.evaluator.score(self.core.weights)
+        self.progress.evaluated(self.core.version, score)
+        self.history.score(self.core.version, self.record.elapsed(), score.accuracy, score.loss)
+        target = self.settings.target_accuracy
+        if target is not None and self.record.time_to_target is None and score.accuracy >= target:
+            self.record.time_to_target = self.record.elapsed()
+        log.info("version %d  accuracy %.4f  loss %.4f  applied %d  rejected %d  %.1fs",
+                 self.core.version, score.accuracy, score.loss, self.core.applied,
+                 self.core.rejected_total, self.record.elapsed())
+        return score
+
+    def _write_results(self) -> dict[str, Any]:
+        score = self._evaluate()
+        self.evaluator.save(self.core.weights, str(self.settings.out / "final_model.keras"))
+        return results.write_all(self.settings, self.core, self.history, score, self.record, {
+            "model": self.model_name, "stopped_early": self.stop.is_set(),
+            "stop_reason": self.stop_reason, "sealed": self.codec.identity is not None,
+            "epsilon": self.admission.epsilon(),
+            "dp_delta": self.settings.dp_delta if self.admission.ledger else None,
+            "dp_mode": self.settings.dp_mode if self.admission.ledger else None})
