@@ -30,7 +30,7 @@ from common import models
 from common.settings import TrainingSettings
 from coordinator import checkpoint
 from coordinator.core import CoordinatorCore
-from coordinator.results import History
+from coordinator.history import History
 from coordinator.strategies import FedAsync, FedBuff, Strategy, staleness_constant
 from fedmq.launcher import run_local
 from fedmq.settings import RunSettings

@@ -69,6 +69,17 @@ class CoordinatorCore:
     bind_tasks: bool = False  # sealed mode: a task belongs to the first worker that answers it
     task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
 
+    @classmethod
+    def for_job(cls, settings: CoordinatorSettings, weights: Arrays, strategy: Strategy,
+                bind_tasks: bool) -> CoordinatorCore:
+        """The core of the job `settings` describe, starting from `weights`."""
+        return cls(weights=weights, strategy=strategy,
+                   max_staleness=0 if strategy.synchronous else settings.max_staleness,
+                   training=TrainingSettings(local_epochs=settings.local_epochs,
+                                             batch_size=settings.batch_size,
+                                             learning_rate=settings.learning_rate),
+                   job=settings.job, task_options=task_options(settings), bind_tasks=bind_tasks)
+
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
         task = TrainTask(task_id=new_id(), job=self.job, min_version=self.version,

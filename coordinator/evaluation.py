@@ -40,6 +40,16 @@ class Evaluator:
         self.model.save(path)
 
 
+def for_job(settings: CoordinatorSettings) -> tuple[Evaluator, str, list[np.ndarray]]:
+    """The job's evaluator, its model's name and initial weights; a model that cannot work on
+    the held-out data is refused here, at start."""
+    name = models.resolve_name(settings.model, settings.dataset)
+    model = models.build(name, settings.seed)
+    x_test, y_test = held_out(settings)
+    models.check_compatible(model, x_test, y_test)
+    return Evaluator(model, x_test, y_test), name, [np.array(w) for w in model.get_weights()]
+
+
 def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:
     """The coordinator's evaluation data: its own file, else the built-in dataset's split."""
     if settings.eval_data_path:

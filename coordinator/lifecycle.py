@@ -17,6 +17,9 @@ from typing import IO, Any
 from common import faults
 from common.settings import CoordinatorSettings
 from coordinator import checkpoint
+from coordinator.admission import Admission
+from coordinator.core import CoordinatorCore
+from coordinator.history import History
 
 log = logging.getLogger("fedmq.coordinator")
 
@@ -44,6 +47,11 @@ class JobRecord:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def scored(self, accuracy: float, target: float | None) -> None:
+        """Note the time the target accuracy was first reached."""
+        if target is not None and self.time_to_target is None and accuracy >= target:
+            self.time_to_target = self.elapsed()
 
     def state(self) -> dict[str, Any]:
         return {"finished": self.finished, "elapsed": self.elapsed(),
@@ -108,8 +116,25 @@ class Lifecycle:
                 f"{self.identity}. Use another --out, or --no-resume to start over")
         return state
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, record: JobRecord, core: CoordinatorCore, admission: Admission,
+             history: History) -> None:
         """Write the checkpoint atomically (see checkpoint.py), with this job's identity."""
         self.settings.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(self.path, {**self.identity, **state})
+        checkpoint.save(self.path, {**self.identity, **record.state(), "core": core.state(),
+                                    "intake": admission.state(), "history": history.columns()})
         faults.after_checkpoint()
+
+    def restore(self, state: dict[str, Any], record: JobRecord, core: CoordinatorCore,
+                admission: Admission) -> History:
+        """Load a checkpoint's state into the job's parts; returns its history."""
+        core.load_state(state["core"])
+        admission.load_state(state["intake"])
+        record.resume(state, core.version)
+        # Tasks in flight may have been checkpointed but never published (a crash between the
+        # two): issue new ones now rather than after the task deadline. The old ones stay
+        # issued, so an update for one that was published still counts.
+        reissued = len(core.expire(0.0))
+        log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
+                    "flight issued again)", self.settings.job, self.path, core.version,
+                    core.applied, reissued)
+        return History.from_columns(state["history"])

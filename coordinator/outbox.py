@@ -46,10 +46,16 @@ class Outbox:
         self.model_version = version
         broker.publish(self.topology.model, "", self.model_body, persistent=False)
 
-    def reply_model(self, broker: Broker, delivery: Delivery, max_bytes: int) -> None:
-        """Answer a late worker's model request with the last broadcast model."""
+    def reply_model(self, broker: Broker, delivery: Delivery) -> None:
+        """Answer a late worker's model request with the last broadcast model; then ack it."""
         try:
-            request = wire.decode(delivery.body, ModelRequest, max_bytes)
+            self._reply(broker, delivery)
+        finally:
+            broker.ack(delivery)
+
+    def _reply(self, broker: Broker, delivery: Delivery) -> None:
+        try:
+            request = wire.decode(delivery.body, ModelRequest, self.codec.max_bytes)
         except DecodeError as exc:
             log.warning("bad model request: %s", exc.reason)
             return

@@ -7,83 +7,18 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.settings import CoordinatorSettings
-from coordinator.checkpoint import pack_strings, unpack_strings
 from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
+from coordinator.history import HISTORY_FIELDS, History
 from coordinator.lifecycle import JobRecord
 
 log = logging.getLogger("fedmq.coordinator")
-
-HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id",
-                  "epsilon"]
-
-
-@dataclass
-class History:
-    """Rows of history.csv; accuracy and loss are filled on versions that were evaluated."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, version: int, wall_seconds: float, staleness: int | None,
-            worker_id: str = "", epsilon: float | None = None) -> None:
-        """A new version; `epsilon` is the largest privacy loss of any worker so far (DP on)."""
-        self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
-                          "accuracy": "", "loss": "", "staleness": staleness,
-                          "worker_id": worker_id, "epsilon": "" if epsilon is None else epsilon})
-
-    def score(self, version: int, wall_seconds: float, accuracy: float, loss: float) -> None:
-        """Attach an evaluation to its version's row (adding one for version 0 or a re-score)."""
-        row = next((r for r in reversed(self.rows) if r["version"] == version), None)
-        if row is None:
-            self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
-                              "accuracy": "", "loss": "", "staleness": "", "worker_id": "",
-                              "epsilon": ""})
-            row = self.rows[-1]
-        row["accuracy"], row["loss"] = round(accuracy, 6), round(loss, 6)
-
-    def columns(self) -> dict[str, Any]:
-        """The rows as arrays, for the checkpoint (written at every commit: as JSON, 100,000
-        rows cost the coordinator half a second each time; as arrays, a seventh of that).
-        Blank cells become NaN (or -1 for staleness) and come back blank."""
-        rows, n = self.rows, len(self.rows)
-
-        def numbers(name: str, dtype: Any, blank: float) -> np.ndarray:
-            return np.fromiter((blank if r[name] in ("", None) else r[name] for r in rows),
-                               dtype, n)
-
-        return {"version": numbers("version", np.int64, -1),
-                "wall_seconds": numbers("wall_seconds", np.float64, np.nan),
-                "accuracy": numbers("accuracy", np.float64, np.nan),
-                "loss": numbers("loss", np.float64, np.nan),
-                "staleness": numbers("staleness", np.int64, -1),
-                "epsilon": numbers("epsilon", np.float64, np.nan),
-                "worker_id": pack_strings([r["worker_id"] for r in rows])}
-
-    @classmethod
-    def from_columns(cls, columns: dict[str, Any]) -> History:
-        """Inverse of `columns`."""
-        def cells(name: str) -> list[Any]:
-            blank = (lambda x: x < 0) if name == "staleness" else (lambda x: x != x)  # NaN
-            return ["" if blank(x) else x for x in np.asarray(columns[name]).tolist()]
-
-        names = ["version", "wall_seconds", "accuracy", "loss", "staleness", "epsilon"]
-        table = {name: cells(name) for name in names}
-        table["worker_id"] = unpack_strings(columns["worker_id"])
-        return cls([dict(zip(HISTORY_FIELDS, values, strict=True))
-                    for values in zip(*(table[f] for f in HISTORY_FIELDS), strict=True)])
-
-    def curve(self) -> list[tuple[float, float]]:
-        """(wall seconds, accuracy) of every evaluated version."""
-        return [(float(r["wall_seconds"]), float(r["accuracy"]))
-                for r in self.rows if r["accuracy"] != ""]
-
 
 def write_atomic(path: Path, text: str) -> None:
     """Write then rename, so a reader never sees half a file."""

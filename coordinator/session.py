@@ -14,8 +14,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from common import leases, models
 from common.amqp import Broker, Delivery, connect
 from common.codec import Codec, Opened
@@ -23,17 +21,17 @@ from common.errors import DecodeError, RejectedUpdate
 from common.identity import load_identity
 from common.messages import WeightUpdate
 from common.reconnect import run_with_reconnect
-from common.settings import CoordinatorSettings, TrainingSettings
+from common.settings import CoordinatorSettings
 from common.topology import Topology
-from coordinator import results
+from coordinator import evaluation, results
 from coordinator.admission import Admission
 from coordinator.commit import Commit
-from coordinator.core import CoordinatorCore, Outcome, task_options
-from coordinator.evaluation import Evaluator, Score, held_out
+from coordinator.core import CoordinatorCore, Outcome
+from coordinator.evaluation import Score
+from coordinator.history import History
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
-from coordinator.results import History
 from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
@@ -46,27 +44,16 @@ class Coordinator:
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
         self.topology = Topology(settings.job)
-        self.model_name = models.resolve_name(settings.model, settings.dataset)
-        model = models.build(self.model_name, settings.seed)
-        x_test, y_test = held_out(settings)
-        models.check_compatible(model, x_test, y_test)
-        self.evaluator = Evaluator(model, x_test, y_test)
+        self.evaluator, self.model_name, weights = evaluation.for_job(settings)
         self.progress = Progress(settings)
-        weights = [np.array(w) for w in model.get_weights()]
         fingerprint = models.fingerprint(weights)
         self.admission = Admission.from_settings(settings)
         identity = None if settings.identity is None else load_identity(settings.identity)
         self.codec = Codec(settings.max_message_bytes, identity)
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
         strategy = make_strategy(settings, self.admission.ledger)
-        self.core = CoordinatorCore(
-            weights=weights, strategy=strategy,
-            max_staleness=0 if strategy.synchronous else settings.max_staleness,
-            training=TrainingSettings(local_epochs=settings.local_epochs,
-                                      batch_size=settings.batch_size,
-                                      learning_rate=settings.learning_rate),
-            job=settings.job, task_options=task_options(settings),
-            bind_tasks=identity is not None)
+        self.core = CoordinatorCore.for_job(settings, weights, strategy,
+                                            bind_tasks=identity is not None)
         self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
                              self._announce)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
@@ -85,25 +72,12 @@ class Coordinator:
     # ------------------------------------------------------------ checkpointed state
 
     def _save(self) -> None:
-        self.lifecycle.save({**self.record.state(), "core": self.core.state(),
-                             "intake": self.admission.state(),
-                             "history": self.history.columns()})
+        self.lifecycle.save(self.record, self.core, self.admission, self.history)
 
     def _restore(self, state: dict[str, Any] | None) -> None:
-        if state is None:
-            return
-        self.core.load_state(state["core"])
-        self.admission.load_state(state["intake"])
-        self.history = History.from_columns(state["history"])
-        self.record.resume(state, self.core.version)
-        self.set_up = True
-        # Tasks in flight may have been checkpointed but never published (a crash between the
-        # two): issue new ones now rather than after the task deadline. The old ones stay
-        # issued, so an update for one that was published still counts.
-        reissued = len(self.core.expire(0.0))
-        log.warning("resuming job %r from %s at version %d (%d updates applied, %d tasks in "
-                    "flight issued again)", self.settings.job, self.lifecycle.path,
-                    self.core.version, self.core.applied, reissued)
+        if state is not None:
+            self.history = self.lifecycle.restore(state, self.record, self.core, self.admission)
+            self.set_up = True
 
     # ------------------------------------------------------------ lifecycle
 
@@ -143,8 +117,8 @@ class Coordinator:
             self.outbox.broadcast(broker, self.core.version, self.core.weights)
             broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
                            prefetch=UPDATE_PREFETCH)
-            broker.consume(self.topology.model_requests, lambda d: self._on_model_request(
-                broker, d), prefetch=8)
+            broker.consume(self.topology.model_requests,
+                           lambda d: self.outbox.reply_model(broker, d), prefetch=8)
             self._wait_for_workers(broker)
             while not self._done() and not self.stop.is_set():
                 self._pump(broker, 0.25)
@@ -300,10 +274,6 @@ class Coordinator:
             self.outbox.event(broker, self.settings.job, "evaluation", version=self.core.version,
                               accuracy=round(score.accuracy, 6), loss=round(score.loss, 6))
 
-    def _on_model_request(self, broker: Broker, delivery: Delivery) -> None:
-        self.outbox.reply_model(broker, delivery, self.settings.max_message_bytes)
-        broker.ack(delivery)
-
     def _top_up(self) -> None:
         """Issue the tasks the core asks for; the commit publishes them once checkpointed."""
         if self._done() or not self.record.workers_ready:
@@ -320,9 +290,7 @@ class Coordinator:
         score = self.evaluator.score(self.core.weights)
         self.progress.evaluated(self.core.version, score)
         self.history.score(self.core.version, self.record.elapsed(), score.accuracy, score.loss)
-        target = self.settings.target_accuracy
-        if target is not None and self.record.time_to_target is None and score.accuracy >= target:
-            self.record.time_to_target = self.record.elapsed()
+        self.record.scored(score.accuracy, self.settings.target_accuracy)
         log.info("version %d  accuracy %.4f  loss %.4f  applied %d  rejected %d  %.1fs",
                  self.core.version, score.accuracy, score.loss, self.core.applied,
                  self.core.rejected_total, self.record.elapsed())

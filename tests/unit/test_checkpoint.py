@@ -19,7 +19,8 @@ from common.privacy import PrivacyLedger
 from coordinator import checkpoint
 from coordinator.admission import Admission
 from coordinator.core import CoordinatorCore
-from coordinator.results import History, write_history
+from coordinator.history import History
+from coordinator.results import write_history
 from coordinator.strategies import FedBuff
 from tests.unit.test_coordinator_core import fresh_core, snapshot, update_for
 
