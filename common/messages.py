@@ -70,6 +70,19 @@ class GlobalModel:
 
 
 @dataclass(frozen=True)
+class ModelNotice:
+    """A new global version exists (on the model fanout exchange). Small on purpose: a worker
+    fetches the model it needs once per task instead of receiving every version."""
+
+    KIND: ClassVar[str] = "model_notice"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    version: int
+    fingerprint: str
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class ModelRequest:
     """A late worker asking the coordinator for the current global model (reply via reply_to)."""
 
@@ -105,8 +118,10 @@ class ShardLease:
     job: str = ""
 
 
-Message = TrainTask | WeightUpdate | GlobalModel | ModelRequest | Event | ShardLease
+Message = (TrainTask | WeightUpdate | GlobalModel | ModelNotice | ModelRequest | Event
+           | ShardLease)
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
-    for cls in (TrainTask, WeightUpdate, GlobalModel, ModelRequest, Event, ShardLease)
+    for cls in (TrainTask, WeightUpdate, GlobalModel, ModelNotice, ModelRequest, Event,
+                ShardLease)
 }

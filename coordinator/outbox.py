@@ -1,8 +1,14 @@
-"""Everything the coordinator sends: tasks, model broadcasts and replies, events, dead letters.
+"""What the coordinator sends: tasks, version notices, models on request, events, dead letters.
 
-Tasks and models are encoded by the codec (signed, and models sealed to the registered workers,
-in sealed mode); events are plain. The last broadcast model is kept so a model request is
-answered with a version that is already in the checkpoint (a restart would take a newer one back).
+Model traffic grows with tasks, not with workers x versions: each new version is announced on the
+`fedmq.model` fanout exchange as a small `ModelNotice`, and a worker fetches the model it needs
+(once per task, only when the one it holds is older than the task's `min_version`) with a model
+request answered through RabbitMQ's direct reply-to. The model is encoded once per version, when
+it is first asked for, and always the last announced one: a version that is in the checkpoint
+(a restart would take a newer one back).
+
+Tasks, notices and models are encoded by the codec (signed, and models sealed to the registered
+workers, in sealed mode); events are plain.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from common import wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import DecodeError
-from common.messages import Event, GlobalModel, ModelRequest, TrainTask
+from common.messages import Event, GlobalModel, ModelNotice, ModelRequest, TrainTask
 from common.topology import REPLY_TO, Topology
 from coordinator.core import Outcome
 
@@ -32,19 +38,28 @@ class Outbox:
         self.topology = topology
         self.codec = codec
         self.fingerprint = fingerprint
-        self.readers = readers  # who may read a model (sealed mode), asked at every broadcast
-        self.model_body: bytes | None = None  # the last broadcast model
+        self.readers = readers  # who may read a model (sealed mode), asked at every encoding
         self.model_version = -1
+        self.model_weights: Sequence[np.ndarray] = ()  # the last announced version's
+        self.model_body: bytes | None = None  # ... encoded, once it was asked for
 
     def task(self, broker: Broker, task: TrainTask) -> None:
         broker.publish("", self.topology.tasks, self.codec.encode(task))
 
     def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray]) -> None:
-        self.model_body = self.codec.encode(
-            GlobalModel(version=version, fingerprint=self.fingerprint, weights=tuple(weights)),
-            self.readers())
-        self.model_version = version
-        broker.publish(self.topology.model, "", self.model_body, persistent=False)
+        """Announce `version` (its weights are kept, not copied: the core replaces, never
+        mutates, its arrays) and answer model requests with it from now on."""
+        self.model_version, self.model_weights, self.model_body = version, weights, None
+        notice = ModelNotice(version=version, fingerprint=self.fingerprint)
+        broker.publish(self.topology.model, "", self.codec.encode(notice), persistent=False)
+
+    def model(self) -> bytes:
+        """The last announced model, encoded (once per version)."""
+        if self.model_body is None:
+            self.model_body = self.codec.encode(
+                GlobalModel(version=self.model_version, fingerprint=self.fingerprint,
+                            weights=tuple(self.model_weights)), self.readers())
+        return self.model_body
 
     def reply_model(self, broker: Broker, delivery: Delivery) -> None:
         """Answer a late worker's model request with the last broadcast model; then ack it."""
@@ -66,9 +81,10 @@ class Outbox:
             log.warning("ignored model request from %s: reply_to %r is not direct reply-to",
                         request.worker_id, reply_to)
             return
-        assert self.model_body is not None, "a session broadcasts before it serves requests"
-        log.info("sending version %d to %s", self.model_version, request.worker_id)
-        broker.publish("", reply_to, self.model_body, correlation_id=delivery.correlation_id,
+        assert self.model_version >= 0, "a session announces a version before it serves requests"
+        log.debug("sending version %d to %s (it holds %d)", self.model_version,
+                  request.worker_id, request.have_version)
+        broker.publish("", reply_to, self.model(), correlation_id=delivery.correlation_id,
                        persistent=False)
 
     def event(self, broker: Broker, job: str, name: str, **fields: Any) -> None:

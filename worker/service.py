@@ -108,8 +108,6 @@ class WorkerService:
             lease = self._attach(broker)
             if lease is None:
                 return
-            broker.consume(broker.private_queue(self.topology.model), self._on_model,
-                           prefetch=0, auto_ack=True)
             self._fetch_model(broker, lease)
             lease.check()
             consumer = broker.consume(self.topology.tasks,
@@ -142,16 +140,23 @@ class WorkerService:
         return lease
 
     def _fetch_model(self, broker: Broker, lease: Lease) -> None:
-        """Ask the coordinator for the current model and wait until one arrives."""
+        """Ask the coordinator for the current model and wait until one arrives. Replies come
+        to this session's direct reply-to consumer; later tasks ask again only when the model
+        held is older than the task's version (`_model_for`)."""
         broker.consume(REPLY_TO, self._on_model, auto_ack=True)
         next_request = 0.0
         while self.latest is None and not self.stop.is_set() and not lease.revoked.is_set():
             if time.monotonic() >= next_request:
-                request = ModelRequest(worker_id=self.worker_id)
-                broker.publish(self.topology.inbox, MODEL_REQUEST_KEY, wire.encode(request),
-                               reply_to=REPLY_TO, correlation_id=new_id(), persistent=False)
+                self._request_model(broker)
                 next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
             broker.process(0.25)
+
+    def _request_model(self, broker: Broker) -> None:
+        """I/O thread: ask the coordinator for its current model (the reply reaches _on_model)."""
+        request = ModelRequest(worker_id=self.worker_id,
+                               have_version=-1 if self.latest is None else self.latest.version)
+        broker.publish(self.topology.inbox, MODEL_REQUEST_KEY, wire.encode(request),
+                       reply_to=REPLY_TO, correlation_id=new_id(), persistent=False)
 
     def _privacy_refusal(self, task: TrainTask) -> str | None:
         """Why this worker must not answer `task` under its own epsilon budget (None: go on)."""
@@ -216,12 +221,20 @@ class WorkerService:
                                          daemon=True)
         self.training.start()
 
-    def _model_for(self, task: TrainTask) -> GlobalModel:
-        """The freshest model, waiting briefly if the task names a version not yet received
-        (a broadcast can arrive just after the task it preceded)."""
+    def _model_for(self, broker: Broker, task: TrainTask) -> GlobalModel:
+        """Training thread: the model to train from. The one held if it is at least the task's
+        version; else it is fetched from the coordinator (asking again every few seconds), and
+        after FRESH_MODEL_WAIT_SECONDS the freshest one held is used (its staleness counts)."""
         deadline = time.monotonic() + FRESH_MODEL_WAIT_SECONDS
+        next_request = 0.0
         while (self.latest is None or self.latest.version < task.min_version) and \
                 time.monotonic() < deadline and not self.stop.is_set():
+            if time.monotonic() >= next_request:
+                try:
+                    broker.call_threadsafe(lambda: self._request_model(broker))
+                except BrokerUnavailable:
+                    break
+                next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
             time.sleep(0.01)
         assert self.latest is not None
         return self.latest
@@ -232,7 +245,7 @@ class WorkerService:
         assert trainer is not None, "tasks are consumed only once the data is loaded"
         faults.on_task(task.task_id)
         try:
-            model = self._model_for(task)
+            model = self._model_for(broker, task)
             result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,
                                    task.learning_rate)
             shaped = shape_update(model.weights, result.weights, task, self.rng,

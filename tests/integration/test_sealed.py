@@ -20,7 +20,14 @@ import pytest
 from common import identity, sealing, wire
 from common.amqp import Broker, Delivery
 from common.errors import DecodeError
-from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
+from common.messages import (
+    GlobalModel,
+    ModelNotice,
+    ModelRequest,
+    TrainTask,
+    WeightUpdate,
+    new_id,
+)
 from common.topology import Topology
 from fedmq.management import Management
 from tests.integration.broker_tools import declare_queue
@@ -65,6 +72,13 @@ class SealedJob:
 
     def model(self) -> GlobalModel:
         """The current model, asked for and opened as registered worker w0 would."""
+        model, _ = wire.decode_sealed(self.model_body(), GlobalModel,
+                                      trusted={"coordinator": self.coordinator().signing},
+                                      me=self.identity("w0"))
+        return model
+
+    def model_body(self) -> bytes:
+        """The current model as the coordinator sends it to whoever asks (sealed)."""
         replies: list[bytes] = []
         tag = self.broker.consume("amq.rabbitmq.reply-to", lambda d: replies.append(d.body),
                                   auto_ack=True)
@@ -74,10 +88,7 @@ class SealedJob:
                             persistent=False)
         wait_for(lambda: self.broker.process(0.1) or replies, 15, "a model reply")
         self.broker.cancel(tag)
-        model, _ = wire.decode_sealed(replies[0], GlobalModel,
-                                      trusted={"coordinator": self.coordinator().signing},
-                                      me=self.identity("w0"))
-        return model
+        return replies[0]
 
     def take_task(self) -> TrainTask:
         def take() -> TrainTask | None:
@@ -128,7 +139,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SealedJob]:
     procs = Processes(workdir, {"FEDMQ_AMQP_URL": AMQP_URL, "FEDMQ_JOB": topology.job})
     broker = Broker(AMQP_URL, name="fedmq-test-sealed")
     broker.declare(topology)
-    tap_queue = f"fedmq.{topology.job}.tap"  # what an operator could bind to see every model
+    tap_queue = f"fedmq.{topology.job}.tap"  # what an operator binds to see every version notice
     declare_queue(broker, tap_queue, bind_to=topology.model, durable=False)
     tap = Broker(AMQP_URL, name="fedmq-test-tap")
     try:
@@ -179,12 +190,14 @@ def shows_weights(body: bytes, weights: tuple[np.ndarray, ...]) -> bool:
 
 
 def test_messages_captured_from_the_broker_contain_no_decodable_weights(job: SealedJob) -> None:
-    # Given the sealed updates captured in transit and everything the management API shows
+    # Given the sealed updates captured in transit, everything the management API shows and a
+    # model as the coordinator sends it to whoever asks
     management = Management(MANAGEMENT_URL)
-    models = [base64.b64decode(m["payload"])
-              for m in management.get_messages(job.tap_queue, count=5)]
+    notices = [base64.b64decode(m["payload"])
+               for m in management.get_messages(job.tap_queue, count=5)]
+    models = [job.model_body()]
     tasks = job.tasks_seen
-    assert job.captured and models and tasks
+    assert job.captured and notices and tasks
 
     # Then no update holds decodable weights, though the coordinator's key opens each of them
     coordinator = job.identity("coordinator")
@@ -206,6 +219,12 @@ def test_messages_captured_from_the_broker_contain_no_decodable_weights(job: Sea
             wire.decode_sealed(body, GlobalModel, trusted={"coordinator":
                                                            job.coordinator().signing},
                                me=job.identity("rogue"))
+
+    # And the version notices on the model exchange are small and signed by the coordinator
+    for body in notices:
+        notice, seal = wire.decode_sealed(body, ModelNotice,
+                                          trusted={"coordinator": job.coordinator().signing})
+        assert seal.signer == "coordinator" and notice.version >= 0 and len(body) < 1024
 
     # And tasks carry no weights, and are signed by the coordinator
     for body in tasks:
