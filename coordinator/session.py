@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from common import leases, models
+from common import leases, limits, models
 from common.amqp import Broker, Delivery, connect
 from common.codec import Codec, Opened
 from common.errors import DecodeError, RejectedUpdate
 from common.identity import load_identity
-from common.messages import WeightUpdate
+from common.messages import GlobalModel, WeightUpdate, new_id
 from common.reconnect import run_with_reconnect
 from common.settings import CoordinatorSettings, TrainingSettings
 from common.topology import Topology
@@ -58,6 +58,7 @@ class Coordinator:
         identity = None if settings.identity is None else load_identity(settings.identity)
         self.codec = Codec(settings.max_message_bytes, identity)
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
+        self._check_model_fits(weights, fingerprint)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore(
             weights=weights, strategy=strategy,
@@ -81,6 +82,19 @@ class Coordinator:
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         if not settings.standby:  # a standby takes the directory (and resumes) in run()
             self._restore(self.lifecycle.claim().state)
+
+    def _check_model_fits(self, weights: list[np.ndarray], fingerprint: str) -> None:
+        """Stop before declaring anything if the model cannot travel: encoded as it would be
+        broadcast, and as a worker's update of it (a little larger), it must fit the message
+        limit (else every worker ignores the model, forever)."""
+        model = self.codec.encode(GlobalModel(version=0, fingerprint=fingerprint,
+                                              weights=tuple(weights)), self.admission.readers())
+        update = self.codec.encode(WeightUpdate(
+            update_id=new_id(), worker_id="w" * 64, task_id=new_id(), base_version=0,
+            num_examples=0, train_seconds=0.0, weights=tuple(weights)))
+        parameters = sum(int(w.size) for w in weights)
+        limits.check_fits(f"the model {self.model_name!r} ({parameters} parameters)",
+                          max(model, update, key=len), self.settings.max_message_bytes)
 
     # ------------------------------------------------------------ checkpointed state
 
