@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MiB = 1024 * 1024
+from common.limits import BROKER_HARD_LIMIT, MiB
 
 
 class _Base(BaseSettings):
@@ -31,13 +31,23 @@ class ConnectionSettings(_Base):
                                  "fedmq.<job>.tasks etc. Empty: the plain fedmq.* names.")
     heartbeat: int = Field(30, ge=0, description="AMQP heartbeat interval in seconds.")
     max_message_bytes: int = Field(16 * MiB, gt=0,
-                                   description="Largest message body accepted or sent.")
+                                   description="Largest message body accepted or sent; at most "
+                                               "the broker's max_message_size (RabbitMQ 3.x: 128 "
+                                               "MiB, 4.x: 16 MiB) and never above 512 MiB.")
     log_level: str = Field("INFO", description="Python logging level.")
     tls_ca_file: Path | None = Field(None, description="CA bundle that signed the broker's "
                                      "certificate (amqps:// URLs); unset: the system CAs.")
     tls_cert_file: Path | None = Field(None, description="Client certificate (PEM) for brokers "
                                        "that require one (mutual TLS).")
     tls_key_file: Path | None = Field(None, description="Private key (PEM) of --tls-cert-file.")
+
+    @field_validator("max_message_bytes")
+    @classmethod
+    def _within_broker_limit(cls, value: int) -> int:
+        if value > BROKER_HARD_LIMIT:
+            raise ValueError(f"{value} bytes is over 512 MiB ({BROKER_HARD_LIMIT}), which "
+                             f"RabbitMQ refuses whatever its max_message_size")
+        return value
 
     @model_validator(mode="after")
     def _tls_files_need_amqps(self) -> ConnectionSettings:

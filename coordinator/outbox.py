@@ -19,11 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from common import wire
+from common import limits, wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import DecodeError
-from common.messages import Event, GlobalModel, ModelNotice, ModelRequest, TrainTask
+from common.messages import (
+    Event,
+    GlobalModel,
+    ModelNotice,
+    ModelRequest,
+    TrainTask,
+    WeightUpdate,
+    new_id,
+)
 from common.topology import REPLY_TO, Topology
 from coordinator.core import Outcome
 
@@ -42,6 +50,19 @@ class Outbox:
         self.model_version = -1
         self.model_weights: Sequence[np.ndarray] = ()  # the last announced version's
         self.model_body: bytes | None = None  # ... encoded, once it was asked for
+
+    def check_model_fits(self, weights: Sequence[np.ndarray], name: str, limit: int) -> None:
+        """Stop before declaring anything if the model cannot travel: encoded as it is sent, and
+        as a worker's update of it (a little larger), it must fit the message limit (else every
+        worker ignores the model, forever). Raises ConfigError."""
+        model = self.codec.encode(GlobalModel(version=0, fingerprint=self.fingerprint,
+                                              weights=tuple(weights)), self.readers())
+        update = self.codec.encode(WeightUpdate(
+            update_id=new_id(), worker_id="w" * 64, task_id=new_id(), base_version=0,
+            num_examples=0, train_seconds=0.0, weights=tuple(weights)))
+        parameters = sum(int(w.size) for w in weights)
+        limits.check_fits(f"the model {name!r} ({parameters} parameters)",
+                          max(model, update, key=len), limit)
 
     def task(self, broker: Broker, task: TrainTask) -> None:
         broker.publish("", self.topology.tasks, self.codec.encode(task))

@@ -51,6 +51,7 @@ class Coordinator:
         identity = None if settings.identity is None else load_identity(settings.identity)
         self.codec = Codec(settings.max_message_bytes, identity)
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
+        self.outbox.check_model_fits(weights, self.model_name, settings.max_message_bytes)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy,
                                             bind_tasks=identity is not None)

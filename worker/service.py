@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from common import faults, models, privacy, wire
+from common import faults, limits, models, privacy, wire
 from common.amqp import Broker, Delivery, connect
 from common.codec import Codec
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
@@ -54,6 +54,7 @@ class WorkerService:
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
                                   settings.seed)
         self.fingerprint = models.fingerprint(self.model.get_weights())
+        self._check_update_fits()
         self.leasing = training_data.needs_lease(settings)
         self.shard: tuple[int | None, int] | None = None
         self.trainer: Trainer | None = None
@@ -65,8 +66,43 @@ class WorkerService:
         self.tasks_done = 0
         self.releases = 0  # updates sent, for this worker's own privacy budget
         self.rng = np.random.default_rng()
+        self.failure: str | None = None  # why this worker stopped on its own (exits non-zero)
         if settings.attack != "none":
             log.warning("ATTACK SIMULATION: this worker sends %s updates", settings.attack)
+
+    def _recipients(self) -> dict[str, Any] | None:
+        """Whom an update is sealed to: the coordinator (sealed mode only)."""
+        if self.coordinator is None:
+            return None
+        return {self.coordinator.name: self.coordinator.encryption}
+
+    def _check_update_fits(self) -> None:
+        """Stop at start if an update of this model could never be sent under the limit (an
+        update is the whole model's weights), instead of training only to fail at every task."""
+        weights = [np.asarray(w) for w in self.model.get_weights()]
+        update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id, task_id=new_id(),
+                              base_version=0, num_examples=0, train_seconds=0.0,
+                              weights=tuple(weights), is_delta=False, metrics={})
+        parameters = sum(int(w.size) for w in weights)
+        limits.check_fits(f"an update of the model "
+                          f"{models.resolve_name(self.settings.model, self.settings.dataset)!r} "
+                          f"({parameters} parameters)", self.codec.encode(update,
+                                                                          self._recipients()),
+                          self.settings.max_message_bytes)
+
+    def _fail(self, reason: str) -> None:
+        """Stop for good (the worker exits non-zero with `reason`); logged once."""
+        if self.failure is None:
+            self.failure = reason
+            log.error("stopping: %s", reason)
+        self.stop.set()
+
+    def _over_limit(self, what: str, body: bytes) -> bool:
+        """A body over this worker's limit: a settings mismatch between roles, so stop."""
+        if len(body) <= self.settings.max_message_bytes:
+            return False
+        self._fail(limits.too_large(what, len(body), self.settings.max_message_bytes))
+        return True
 
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
         """Load the training data of `shard` unless it is the one already loaded."""
@@ -94,6 +130,8 @@ class WorkerService:
             signal.signal(signum, lambda *_: self.stop.set())
         run_with_reconnect(self._session, self.stop)
         log.info("worker %s stopped after %d tasks", self.worker_id, self.tasks_done)
+        if self.failure is not None:
+            raise ConfigError(self.failure)
 
     def _session(self) -> None:
         if self.training is not None:  # a task from a lost connection: let it end first
@@ -189,6 +227,8 @@ class WorkerService:
         return {self.coordinator.name: self.coordinator.signing}
 
     def _on_model(self, delivery: Delivery) -> None:
+        if self._over_limit("the model sent by the coordinator", delivery.body):
+            return
         try:
             model = self.codec.decode(delivery.body, GlobalModel, self._trusted()).message
         except DecodeError as exc:
@@ -202,6 +242,9 @@ class WorkerService:
             self.latest = model
 
     def _on_task(self, broker: Broker, delivery: Delivery) -> None:
+        if self._over_limit("a task", delivery.body):
+            broker.reject(delivery, requeue=True)  # for a worker whose limit fits it
+            return
         try:
             task = self.codec.decode(delivery.body, TrainTask, self._trusted()).message
         except DecodeError as exc:
@@ -255,10 +298,13 @@ class WorkerService:
                                   num_examples=trainer.num_examples,
                                   train_seconds=result.seconds, weights=shaped.weights,
                                   is_delta=shaped.is_delta, metrics=result.metrics)
-            body = self.codec.encode(update, None if self.coordinator is None else
-                                     {self.coordinator.name: self.coordinator.encryption})
+            body = self.codec.encode(update, self._recipients())
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
+            self._hand_back(broker, lambda: self._requeue(broker, delivery))
+            return
+        if self._over_limit(f"the update for task {task.task_id[:8]}", body):
+            # never published (the coordinator could not open it); the task goes back
             self._hand_back(broker, lambda: self._requeue(broker, delivery))
             return
         self._hand_back(broker, lambda: self._deliver(broker, delivery, body, task))

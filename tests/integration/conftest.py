@@ -1,5 +1,7 @@
-"""Fixtures for tests against the real RabbitMQ broker. A missing broker fails the run: it is never
-a reason to skip (set FEDMQ_TEST_AMQP_URL / FEDMQ_TEST_MANAGEMENT_URL to point elsewhere)."""
+"""Fixtures for tests against the real RabbitMQ broker. The session sets up what it needs (a local
+broker that is installed but stopped is started, its management plugin enabled: broker_setup.py);
+what cannot be had fails the run with a one-line instruction, never a skip (set
+FEDMQ_TEST_AMQP_URL / FEDMQ_TEST_MANAGEMENT_URL to point elsewhere)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from common.amqp import Broker
 from common.errors import FedmqError
 from common.topology import Topology
 from fedmq.management import Management
+from tests.integration.broker_setup import SetupFailed, Tools, ensure_broker, ensure_management
 from tests.integration.broker_tools import delete_exchange
 from tests.integration.support import AMQP_URL, MANAGEMENT_URL, Processes
 
@@ -23,19 +26,24 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     try:
-        Broker(AMQP_URL, name="fedmq-test-probe").close()
-    except FedmqError as exc:
-        pytest.fail(f"RabbitMQ is required at {AMQP_URL} and is not reachable: {exc}")
+        ensure_broker(AMQP_URL, Tools.installed())
+    except SetupFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
     return AMQP_URL
 
 
 @pytest.fixture(scope="session")
-def management() -> Management:
+def management(amqp_url: str) -> Management:
+    try:
+        ensure_management(MANAGEMENT_URL, Tools.installed())
+    except SetupFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
     client = Management(MANAGEMENT_URL)
     try:
         client.queues()
-    except Exception as exc:  # noqa: BLE001 - any failure means the plugin is not usable
-        pytest.fail(f"RabbitMQ management API is required at {MANAGEMENT_URL}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any failure means the API is not usable
+        pytest.fail(f"RabbitMQ management API is required at {MANAGEMENT_URL}: {exc}",
+                    pytrace=False)
     return client
 
 

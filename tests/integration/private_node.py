@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import requests
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 DIAGNOSTICS = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics"
+PLUGINS = "/usr/lib/rabbitmq/bin/rabbitmq-plugins"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class PrivateNode:
     amqp_port: int = 5680
     management_port: int = 15680
     extra_config: str = ""
+    management: bool = True  # False: the node starts without the management plugin
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedmq-node-")))
 
     @property
@@ -60,6 +63,8 @@ class PrivateNode:
         user = pwd.getpwnam("rabbitmq")
         env = self._env() if command[0] == SERVER else {**os.environ,
                                                         "HOME": "/var/lib/rabbitmq"}
+        if command[0] == PLUGINS:  # the node's plugins file, but not its ports
+            env["RABBITMQ_ENABLED_PLUGINS_FILE"] = str(self.directory / "enabled_plugins")
 
         def demote() -> None:
             os.setgid(user.pw_gid)
@@ -74,7 +79,8 @@ class PrivateNode:
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
             f"loopback_users = none\n{self.extra_config}\n")
-        (self.directory / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        plugins = "rabbitmq_management" if self.management else ""
+        (self.directory / "enabled_plugins").write_text(f"[{plugins}].\n")
         if os.getuid() == 0:
             shutil.chown(self.directory, "rabbitmq", "rabbitmq")
             for path in self.directory.rglob("*"):
@@ -85,7 +91,8 @@ class PrivateNode:
         self.write_config()
         self._as_rabbitmq(SERVER, "-detached")
         self._await_startup()
-        self.wait_for_management()
+        if self.management:
+            self.wait_for_management()
 
     def _await_startup(self, timeout: float = 120) -> None:
         """`await_startup` fails at once while the detached node has not registered yet."""
@@ -110,6 +117,10 @@ class PrivateNode:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def run_tool(self, command: Sequence[str]) -> None:
+        """Run a RabbitMQ script (SERVER, CTL, PLUGINS) for this node, as the rabbitmq user."""
+        self._as_rabbitmq(*command)
 
     def diagnostics(self, *args: str) -> None:
         """`rabbitmq-diagnostics -n <node> ARGS`; raises CalledProcessError when it fails."""
