@@ -18,23 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from common import faults, limits, models, privacy, wire
+from common import faults, limits, models, privacy
 from common.amqp import Broker, Delivery, connect
 from common.codec import Codec
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.identity import PublicIdentity, load_identity, load_public
 from common.leases import Lease
-from common.messages import GlobalModel, ModelRequest, TrainTask, WeightUpdate, new_id
+from common.messages import TrainTask, WeightUpdate, new_id
 from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
-from common.topology import MODEL_REQUEST_KEY, REPLY_TO, UPDATE_KEY, Topology
+from common.topology import UPDATE_KEY, Topology
 from worker import training_data
+from worker.model_source import ModelSource
 from worker.shaping import shape_update
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
-MODEL_REQUEST_RETRY_SECONDS = 5.0
-FRESH_MODEL_WAIT_SECONDS = 10.0
 
 
 class WorkerService:
@@ -60,7 +59,8 @@ class WorkerService:
         self.trainer: Trainer | None = None
         if not self.leasing:  # a fixed shard or a whole file: load (and check) it right away
             self._use_shard(settings.shard_index, settings.num_shards)
-        self.latest: GlobalModel | None = None
+        self.models = ModelSource(self.worker_id, self.topology, self.codec, self._trusted(),
+                                  self.fingerprint, self._over_limit)
         self.training: threading.Thread | None = None
         self.stop = threading.Event()
         self.tasks_done = 0
@@ -146,7 +146,8 @@ class WorkerService:
             lease = self._attach(broker)
             if lease is None:
                 return
-            self._fetch_model(broker, lease)
+            self.models.fetch(broker, lambda: not self.stop.is_set() and
+                              not lease.revoked.is_set())
             lease.check()
             consumer = broker.consume(self.topology.tasks,
                                       lambda d: self._on_task(broker, d), prefetch=1)
@@ -176,25 +177,6 @@ class WorkerService:
                      token.num_shards)
             self._use_shard(token.shard_index, token.num_shards)
         return lease
-
-    def _fetch_model(self, broker: Broker, lease: Lease) -> None:
-        """Ask the coordinator for the current model and wait until one arrives. Replies come
-        to this session's direct reply-to consumer; later tasks ask again only when the model
-        held is older than the task's version (`_model_for`)."""
-        broker.consume(REPLY_TO, self._on_model, auto_ack=True)
-        next_request = 0.0
-        while self.latest is None and not self.stop.is_set() and not lease.revoked.is_set():
-            if time.monotonic() >= next_request:
-                self._request_model(broker)
-                next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
-            broker.process(0.25)
-
-    def _request_model(self, broker: Broker) -> None:
-        """I/O thread: ask the coordinator for its current model (the reply reaches _on_model)."""
-        request = ModelRequest(worker_id=self.worker_id,
-                               have_version=-1 if self.latest is None else self.latest.version)
-        broker.publish(self.topology.inbox, MODEL_REQUEST_KEY, wire.encode(request),
-                       reply_to=REPLY_TO, correlation_id=new_id(), persistent=False)
 
     def _privacy_refusal(self, task: TrainTask) -> str | None:
         """Why this worker must not answer `task` under its own epsilon budget (None: go on)."""
@@ -226,21 +208,6 @@ class WorkerService:
             return None
         return {self.coordinator.name: self.coordinator.signing}
 
-    def _on_model(self, delivery: Delivery) -> None:
-        if self._over_limit("the model sent by the coordinator", delivery.body):
-            return
-        try:
-            model = self.codec.decode(delivery.body, GlobalModel, self._trusted()).message
-        except DecodeError as exc:
-            log.warning("ignored model broadcast that cannot be opened: %s", exc.reason)
-            return
-        if model.fingerprint != self.fingerprint:
-            log.error("ignored model version %d: architecture %s, this worker has %s",
-                      model.version, model.fingerprint, self.fingerprint)
-            return
-        if self.latest is None or model.version > self.latest.version:
-            self.latest = model
-
     def _on_task(self, broker: Broker, delivery: Delivery) -> None:
         if self._over_limit("a task", delivery.body):
             broker.reject(delivery, requeue=True)  # for a worker whose limit fits it
@@ -251,7 +218,7 @@ class WorkerService:
             log.warning("dead-lettering task that cannot be opened: %s", exc.reason)
             broker.reject(delivery, requeue=False)
             return
-        if self.training is not None or self.latest is None:
+        if self.training is not None or self.models.latest is None:
             broker.reject(delivery, requeue=True)
             return
         refusal = self._privacy_refusal(task)
@@ -264,31 +231,13 @@ class WorkerService:
                                          daemon=True)
         self.training.start()
 
-    def _model_for(self, broker: Broker, task: TrainTask) -> GlobalModel:
-        """Training thread: the model to train from. The one held if it is at least the task's
-        version; else it is fetched from the coordinator (asking again every few seconds), and
-        after FRESH_MODEL_WAIT_SECONDS the freshest one held is used (its staleness counts)."""
-        deadline = time.monotonic() + FRESH_MODEL_WAIT_SECONDS
-        next_request = 0.0
-        while (self.latest is None or self.latest.version < task.min_version) and \
-                time.monotonic() < deadline and not self.stop.is_set():
-            if time.monotonic() >= next_request:
-                try:
-                    broker.call_threadsafe(lambda: self._request_model(broker))
-                except BrokerUnavailable:
-                    break
-                next_request = time.monotonic() + MODEL_REQUEST_RETRY_SECONDS
-            time.sleep(0.01)
-        assert self.latest is not None
-        return self.latest
-
     def _train(self, broker: Broker, delivery: Delivery, task: TrainTask) -> None:
         """Training thread: never touches the broker except through call_threadsafe."""
         trainer = self.trainer
         assert trainer is not None, "tasks are consumed only once the data is loaded"
         faults.on_task(task.task_id)
         try:
-            model = self._model_for(broker, task)
+            model = self.models.for_task(broker, task, self.stop)
             result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,
                                    task.learning_rate)
             shaped = shape_update(model.weights, result.weights, task, self.rng,

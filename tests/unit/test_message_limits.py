@@ -17,6 +17,8 @@ from common.errors import ConfigError
 from common.limits import check_fits, too_large
 from common.messages import GlobalModel, TrainTask
 from common.settings import CoordinatorSettings, WorkerSettings
+from common.topology import Topology
+from worker.model_source import ModelSource
 from worker.service import WorkerService
 from worker.trainer import TrainResult
 
@@ -59,8 +61,9 @@ def bare_worker(limit: int) -> Any:
 def test_a_model_over_the_workers_limit_stops_it_with_the_reason(
         caplog: pytest.LogCaptureFixture) -> None:
     service = bare_worker(100)
-    for _ in range(3):  # rebroadcasts: logged once
-        service._on_model(Delivery(body=b"m" * 150, tag=1, queue="model"))
+    models = ModelSource("w", Topology(), Codec(100), None, "f", service._over_limit)
+    for _ in range(3):  # replies to repeated requests: logged once
+        models.on_reply(Delivery(body=b"m" * 150, tag=1, queue="model"))
     assert service.stop.is_set()
     assert "150 bytes encoded" in service.failure and "limit of 100 bytes" in service.failure
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
@@ -88,8 +91,9 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
     service.worker_id = "w"
     service.trainer = FakeTrainer()
     service.rng = np.random.default_rng(0)
-    service.latest = GlobalModel(version=0, fingerprint="f",
-                                 weights=(np.zeros(1000, np.float32),))
+    service.models = ModelSource("w", Topology(), service.codec, None, "f", service._over_limit)
+    service.models.latest = GlobalModel(version=0, fingerprint="f",
+                                        weights=(np.zeros(1000, np.float32),))
     handed_back: list[Callable[[], None]] = []
     service._hand_back = lambda _broker, callback: handed_back.append(callback)
     broker = FakeBroker()
