@@ -31,6 +31,7 @@ from coordinator.commit import Commit
 from coordinator.core import CoordinatorCore, Outcome, task_options
 from coordinator.evaluation import Evaluator, Score, held_out
 from coordinator.lifecycle import JobRecord, Lifecycle
+from coordinator.norm_guard import NormGuard, reference_norm
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
 from coordinator.results import History
@@ -66,7 +67,10 @@ class Coordinator:
                                       batch_size=settings.batch_size,
                                       learning_rate=settings.learning_rate),
             job=settings.job, task_options=task_options(settings),
-            bind_tasks=identity is not None)
+            norm_guard=None if settings.max_update_norm_factor <= 0 else NormGuard(
+                settings.max_update_norm_factor,
+                reference_norm(weights, settings.dp_clip_norm if settings.dp_mode == "local"
+                               else 0.0, settings.dp_noise_multiplier)))
         self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
                              self._announce)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
