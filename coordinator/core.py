@@ -1,8 +1,9 @@
 """The coordinator's state and decisions, with no broker in sight: issue tasks, judge updates.
 
 Every decision of a job is made here: which tasks are issued and in flight, who owns a task
-(sealed mode), which task is taken back or abandoned, whether an update is rejected, a
-duplicate, buffered or applied. The session (session.py) feeds it decoded messages and carries
+(the first update accepted for it), which task is taken back or abandoned, whether an update
+is rejected (validation, the norm bound of norm_guard.py, a non-finite result), a duplicate,
+buffered or applied. The session (session.py) feeds it decoded messages and carries
 out what it returns; nothing outside changes its state, which keeps every rule testable without
 RabbitMQ.
 """
