@@ -124,6 +124,10 @@ class RobustSettings(_Base):
                                                   "Krum's f, trimmed per end by trimmed_mean.")
     norm_bound: float = Field(0.0, ge=0, description="FedBuff: > 0 clips every buffered delta to "
                                                      "this L2 norm before aggregating.")
+    max_update_norm_factor: float = Field(
+        20.0, ge=0, description="Every strategy: reject an update whose delta's L2 norm exceeds "
+                                "this factor x the median norm of the last 50 accepted updates "
+                                "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
 class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySettings,

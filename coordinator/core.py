@@ -1,8 +1,9 @@
 """The coordinator's state and decisions, with no broker in sight: issue tasks, judge updates.
 
 Every decision of a job is made here: which tasks are issued and in flight, who owns a task
-(sealed mode), which task is taken back or abandoned, whether an update is rejected, a
-duplicate, buffered or applied. The session (session.py) feeds it decoded messages and carries
+(the first update accepted for it), which task is taken back or abandoned, whether an update
+is rejected (validation, the norm bound of norm_guard.py, a non-finite result), a duplicate,
+buffered or applied. The session (session.py) feeds it decoded messages and carries
 out what it returns; nothing outside changes its state, which keeps every rule testable without
 RabbitMQ.
 """
@@ -16,11 +17,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from common.arrays import Arrays
+from common.arrays import Arrays, all_finite
 from common.errors import RejectedUpdate
 from common.messages import TrainTask, WeightUpdate, new_id
 from common.settings import CoordinatorSettings, TrainingSettings
 from coordinator.checkpoint import pack_strings, unpack_strings
+from coordinator.norm_guard import NormGuard, reference_norm, update_norm
 from coordinator.strategies import Contribution, Strategy
 from coordinator.validation import check_update
 
@@ -66,19 +68,25 @@ class CoordinatorCore:
     task_options: dict[str, Any] = field(default_factory=dict)  # extra TrainTask fields
     rejected_ids: dict[str, str] = field(default_factory=dict)  # decodable update id -> code
     expired: int = 0  # tasks given up on after the task deadline (and issued again)
-    bind_tasks: bool = False  # sealed mode: a task belongs to the first worker that answers it
+    bind_tasks: bool = True  # a task belongs to the first update accepted for it
     task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
+    norm_guard: NormGuard | None = None  # the norm bound (norm_guard.py); None: no bound
 
     @classmethod
-    def for_job(cls, settings: CoordinatorSettings, weights: Arrays, strategy: Strategy,
-                bind_tasks: bool) -> CoordinatorCore:
+    def for_job(cls, settings: CoordinatorSettings, weights: Arrays,
+                strategy: Strategy) -> CoordinatorCore:
         """The core of the job `settings` describe, starting from `weights`."""
+        guard = None
+        if settings.max_update_norm_factor > 0:
+            local_clip = settings.dp_clip_norm if settings.dp_mode == "local" else 0.0
+            guard = NormGuard(settings.max_update_norm_factor,
+                              reference_norm(weights, local_clip, settings.dp_noise_multiplier))
         return cls(weights=weights, strategy=strategy,
                    max_staleness=0 if strategy.synchronous else settings.max_staleness,
                    training=TrainingSettings(local_epochs=settings.local_epochs,
                                              batch_size=settings.batch_size,
                                              learning_rate=settings.learning_rate),
-                   job=settings.job, task_options=task_options(settings), bind_tasks=bind_tasks)
+                   job=settings.job, task_options=task_options(settings), norm_guard=guard)
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -117,10 +125,13 @@ class CoordinatorCore:
         return Outcome("rejected", self.version, code=code, reason=reason)
 
     def claim(self, update: WeightUpdate) -> None:
-        """Sealed mode: bind a task to the first authentic worker that answers it; any later
-        update for it is rejected (another worker's, or a second answer of the same one). A
-        task is taken from a shared queue, so its worker is not known when it is issued."""
-        if not self.bind_tasks:
+        """One answer per task (plain and sealed mode): refuse an update for a task that an
+        accepted update already answered, unless it is that very update redelivered (the same
+        update id: `handle` counts it as a duplicate). The task is bound to its worker when an
+        update for it is accepted (`handle`), so a rejected update never takes a task from the
+        worker that really trains it. A task is taken from a shared queue, so its worker is not
+        known when it is issued. The session calls this before charging a privacy budget."""
+        if not self.bind_tasks or update.update_id in self.accepted_ids:
             return
         owner = self.task_owner.get(update.task_id)
         if owner is not None and owner != update.worker_id:
@@ -129,8 +140,6 @@ class CoordinatorCore:
         if owner is not None:
             raise RejectedUpdate("task_already_answered",
                                  f"{owner!r} already answered task {update.task_id}")
-        if update.task_id in self.issued:  # never-issued tasks are rejected by `handle`
-            self.task_owner[update.task_id] = update.worker_id
 
     def take_back(self, task_id: str | None) -> None:
         """A task taken off the queue unstarted (the job is ending): no longer awaited."""
@@ -144,7 +153,11 @@ class CoordinatorCore:
         return count
 
     def handle(self, update: WeightUpdate) -> Outcome:
-        """Validate an update and fold it in; never raises for bad input."""
+        """Validate an update and fold it in; never raises for bad input.
+
+        Order: a redelivered update (same update id) is a duplicate; then the validation, the
+        task's single answer, the norm bound; a step whose result is not finite is refused too.
+        """
         if update.update_id in self.accepted_ids:
             self.duplicates += 1
             return Outcome("duplicate", self.version)
@@ -153,24 +166,46 @@ class CoordinatorCore:
                                      max_staleness=self.max_staleness,
                                      issued_tasks=self.issued, template=self.weights,
                                      wants_delta=self.strategy.wants_delta)
+            self.claim(update)
+            norm = self._check_norm(update)
         except RejectedUpdate as exc:
-            self.rejected[exc.code] += 1
-            self.rejected_ids[update.update_id] = exc.code
-            self.in_flight.pop(update.task_id, None)
-            return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
-        self.in_flight.pop(update.task_id, None)
-        self.accepted_ids[update.update_id] = self.version
-        self.workers.add(update.worker_id)
-        self.staleness_seen.append(staleness)
+            return self._refuse(update, exc)
         held = self.strategy.buffered
         new_weights = self.strategy.submit(self.weights, Contribution(
             update.weights, update.is_delta, staleness, update.num_examples, update.worker_id))
+        if new_weights is not None and not all_finite(new_weights):  # never apply NaN or Inf
+            return self._refuse(update, RejectedUpdate(
+                "non_finite_result", f"applying it would make the model non-finite "
+                                     f"({held} buffered updates dropped with it)"))
+        self.in_flight.pop(update.task_id, None)
+        self.accepted_ids[update.update_id] = self.version
+        if self.bind_tasks:
+            self.task_owner[update.task_id] = update.worker_id
+        if self.norm_guard is not None:
+            self.norm_guard.accept(norm)
+        self.workers.add(update.worker_id)
+        self.staleness_seen.append(staleness)
         if new_weights is None:
             return Outcome("buffered", self.version, staleness=staleness)
         self.weights = [np.asarray(w) for w in new_weights]
         self.version += 1
         self.applied += held + 1
         return Outcome("applied", self.version, staleness=staleness)
+
+    def _check_norm(self, update: WeightUpdate) -> float:
+        if self.norm_guard is None:
+            return 0.0
+        norm = update_norm(update.weights, update.is_delta, self.weights)
+        reason = self.norm_guard.exceeded(norm)
+        if reason is not None:
+            raise RejectedUpdate("norm_too_large", reason)
+        return norm
+
+    def _refuse(self, update: WeightUpdate, exc: RejectedUpdate) -> Outcome:
+        self.rejected[exc.code] += 1
+        self.rejected_ids[update.update_id] = exc.code
+        self.in_flight.pop(update.task_id, None)
+        return Outcome("rejected", self.version, code=exc.code, reason=exc.reason)
 
     def flush(self) -> bool:
         """Fold in updates a strategy still buffers (end of job); True if the model changed."""
@@ -205,7 +240,8 @@ class CoordinatorCore:
                 "rejected_codes": pack_strings(list(self.rejected_ids.values())),
                 "duplicates": self.duplicates, "workers": sorted(self.workers),
                 "staleness_seen": list(self.staleness_seen), "expired": self.expired,
-                "task_owner": dict(self.task_owner), "strategy": self.strategy.state()}
+                "task_owner": dict(self.task_owner), "strategy": self.strategy.state(),
+                **({} if self.norm_guard is None else {"norm_guard": self.norm_guard.state()})}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Inverse of `state`."""
@@ -225,6 +261,8 @@ class CoordinatorCore:
         self.expired = int(state["expired"])
         self.task_owner = {str(k): str(v) for k, v in state.get("task_owner", {}).items()}
         self.strategy.load_state(state["strategy"])
+        if self.norm_guard is not None and "norm_guard" in state:  # older checkpoints: none
+            self.norm_guard.load_state(state["norm_guard"])
 
     @property
     def withheld_buffers(self) -> int:

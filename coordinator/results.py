@@ -100,7 +100,10 @@ def write_all(settings: CoordinatorSettings, core: CoordinatorCore, history: His
         "withheld_buffers": core.withheld_buffers, "expired_tasks": core.expired,
         "checkpoint": settings.checkpoint, "wall_seconds": round(record.elapsed(), 3),
         "time_to_target_s": record.time_to_target, "bytes_received": record.bytes_received,
-        "resumes": record.resumes, "resumed_from_version": record.resumed_from, **run,
+        "resumes": record.resumes, "resumed_from_version": record.resumed_from,
+        "update_norm": None if core.norm_guard is None else {
+            "bound": core.norm_guard.bound, "recent": core.norm_guard.history[-10:],
+            "max_accepted_to_bound": core.norm_guard.max_ratio}, **run,
     }
     write_summary(out, summary)
     write_ledger(out, {"applied": [[update_id, version] for update_id, version

@@ -53,8 +53,7 @@ class Coordinator:
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
         self.outbox.check_model_fits(weights, self.model_name, settings.max_message_bytes)
         strategy = make_strategy(settings, self.admission.ledger)
-        self.core = CoordinatorCore.for_job(settings, weights, strategy,
-                                            bind_tasks=identity is not None)
+        self.core = CoordinatorCore.for_job(settings, weights, strategy)
         self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
                              self._announce)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,

@@ -96,13 +96,17 @@ def test_duplicates_are_counted_and_never_applied_twice() -> None:
     assert core.duplicates == 5 and core.applied == 1 and snapshot(core) == after_first
 
 
-def test_a_second_update_for_the_same_task_is_valid_work() -> None:
+def test_a_task_is_answered_once_a_second_answer_is_rejected() -> None:
+    # Given a task whose update was applied (issue 14 item 2: one answer per task, plain too)
     core = fresh_core()
     first = update_for(core)
-    second = replace(first, update_id=new_id())
     assert core.handle(first).kind == "applied"
-    assert core.handle(second).kind == "applied"
-    assert core.applied == 2
+    # When another update answers it, under the same worker name or another one
+    again = core.handle(replace(first, update_id=new_id()))
+    other = core.handle(replace(first, update_id=new_id(), worker_id="mallory"))
+    # Then both are rejected with their reasons, and only the first counts
+    assert (again.code, other.code) == ("task_already_answered", "task_not_issued_to_worker")
+    assert core.applied == 1 and core.version == 1
 
 
 def test_issued_tasks_are_in_flight_until_their_update_arrives() -> None:

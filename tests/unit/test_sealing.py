@@ -18,6 +18,7 @@ from common.errors import ConfigError, DecodeError, RejectedUpdate
 from common.messages import GlobalModel, TrainTask, WeightUpdate
 from coordinator.admission import Admission, Signers
 from coordinator.core import CoordinatorCore
+from coordinator.strategies import FedAsync, staleness_constant
 from fedmq.cli import main
 
 COORDINATOR = identity.Identity.generate("coordinator")
@@ -117,7 +118,8 @@ def gate(tmp_path: Path, issued: set[str]) -> SealedCoordinator:
     registry.save(tmp_path / "reg.json")
     signers = Signers(tmp_path / "reg.json")
     signers.refresh(force=True)
-    core = CoordinatorCore(weights=[np.zeros((3, 4), np.float32)], strategy=None,  # type: ignore[arg-type]
+    core = CoordinatorCore(weights=[np.zeros((3, 4), np.float32)],
+                           strategy=FedAsync(0.5, staleness_constant),
                            max_staleness=5, training=None, bind_tasks=True)  # type: ignore[arg-type]
     core.issued = set(issued)
     return SealedCoordinator(Codec(1 << 20, COORDINATOR), Admission(signers), core)
@@ -135,8 +137,9 @@ def test_the_gate_rejects_replays_by_nonce_and_by_update_id(tmp_path: Path) -> N
 
 
 def test_the_gate_binds_a_task_to_the_first_worker_that_answers_it(tmp_path: Path) -> None:
+    # (a task is bound when an update for it is accepted: issue 14 item 2)
     the_gate = gate(tmp_path, {"task-1"})
-    the_gate.open_update(sealed(update("w0")))
+    assert the_gate.core.handle(the_gate.open_update(sealed(update("w0")))).kind == "applied"
     with pytest.raises(RejectedUpdate, match="task_not_issued_to_worker"):
         the_gate.open_update(sealed(update("w1"), W1))
     with pytest.raises(RejectedUpdate, match="task_already_answered"):

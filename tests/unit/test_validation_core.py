@@ -235,16 +235,17 @@ def test_a_duplicate_is_recognised_after_later_updates_were_applied() -> None:
     assert core.handle(first).kind == "duplicate" and state(core) == before
 
 
-def test_a_second_update_for_the_same_task_is_valid_work() -> None:
+def test_a_second_update_for_the_same_task_is_rejected() -> None:
     # Given two updates for one task with different update ids (say, a redelivered task)
     core = new_core()
     first = good_update(core, value=1.0)
     second = replace(first, update_id=new_id())
-    # When both arrive, then both are applied and the version moves twice
+    # When both arrive, then only the first is applied (issue 14 item 2: one answer per task)
     assert core.handle(first).kind == "applied"
     outcome = core.handle(second)
-    assert (outcome.kind, outcome.version, outcome.staleness) == ("applied", 2, 1)
-    assert core.applied == 2 and core.duplicates == 0
+    assert (outcome.kind, outcome.version, outcome.code) == ("rejected", 1,
+                                                             "task_already_answered")
+    assert core.applied == 1 and core.duplicates == 0
 
 
 # ---------------------------------------------------------------- tasks
