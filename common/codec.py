@@ -36,7 +36,8 @@ class Opened(Generic[T]):
 
 @dataclass(frozen=True)
 class Codec:
-    """Plain without an identity, sealed with one; bodies larger than `max_bytes` are refused."""
+    """Plain without an identity, sealed with one; bodies larger than `max_bytes` are refused
+    (a whole body: --max-body-bytes; bodies travel in chunks, see common/chunks.py)."""
 
     max_bytes: int
     identity: Identity | None = None
@@ -49,7 +50,7 @@ class Codec:
             return wire.encode(message)
         return wire.encode_sealed(message, self.identity, recipients)
 
-    def decode(self, body: bytes, expect: type[T],
+    def decode(self, body: bytes | bytearray, expect: type[T],
                trusted: Mapping[str, Ed25519PublicKey] | None = None) -> Opened[T]:
         """The message of `body`, which must be an `expect`; sealed mode accepts only signers
         in `trusted` (name -> Ed25519 key). Raises DecodeError (or its SealError) with the

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.limits import BROKER_HARD_LIMIT, MiB
+from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 
 
 class _Base(BaseSettings):
@@ -31,9 +31,16 @@ class ConnectionSettings(_Base):
                                  "fedmq.<job>.tasks etc. Empty: the plain fedmq.* names.")
     heartbeat: int = Field(30, ge=0, description="AMQP heartbeat interval in seconds.")
     max_message_bytes: int = Field(16 * MiB, gt=0,
-                                   description="Largest message body accepted or sent; at most "
-                                               "the broker's max_message_size (RabbitMQ 3.x: 128 "
-                                               "MiB, 4.x: 16 MiB) and never above 512 MiB.")
+                                   description="Largest message (one chunk) accepted or sent; at "
+                                               "most the broker's max_message_size (RabbitMQ 3.x: "
+                                               "128 MiB, 4.x: 16 MiB) and never above 512 MiB.")
+    chunk_bytes: int | None = Field(None, gt=0,
+                                    description="Bodies larger than this travel as chunks of this "
+                                                "size; at most --max-message-bytes. Unset: 4 MiB, "
+                                                "or --max-message-bytes if that is smaller.")
+    max_body_bytes: int = Field(2 * GiB, gt=0,
+                                description="Largest whole body (a model or an update, however "
+                                            "many chunks) accepted or sent.")
     log_level: str = Field("INFO", description="Python logging level.")
     tls_ca_file: Path | None = Field(None, description="CA bundle that signed the broker's "
                                      "certificate (amqps:// URLs); unset: the system CAs.")
@@ -48,6 +55,21 @@ class ConnectionSettings(_Base):
             raise ValueError(f"{value} bytes is over 512 MiB ({BROKER_HARD_LIMIT}), which "
                              f"RabbitMQ refuses whatever its max_message_size")
         return value
+
+    @model_validator(mode="after")
+    def _chunk_fits_a_message(self) -> ConnectionSettings:
+        if self.chunk_bytes is not None and self.chunk_bytes > self.max_message_bytes:
+            raise ValueError(f"chunk_bytes ({self.chunk_bytes}) is over max_message_bytes "
+                             f"({self.max_message_bytes}): every chunk is one message; lower "
+                             f"--chunk-bytes or raise --max-message-bytes")
+        return self
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size in use: --chunk-bytes, or 4 MiB capped by --max-message-bytes."""
+        if self.chunk_bytes is not None:
+            return self.chunk_bytes
+        return min(DEFAULT_CHUNK_BYTES, self.max_message_bytes)
 
     @model_validator(mode="after")
     def _tls_files_need_amqps(self) -> ConnectionSettings:
@@ -171,6 +193,11 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
     standby: bool = Field(False, description="Hot standby: load everything, then wait until the "
                           "coordinator holding the same --out ends or dies and take its job "
                           "over from the checkpoint.")
+    chunk_expiry_seconds: float = Field(300.0, gt=0, description="A chunked update with no "
+                                        "new chunk for this long is dropped and counted as "
+                                        "rejected (its sender died).")
+    max_partial_transfers: int = Field(16, ge=1, description="Chunked updates held in progress "
+                                       "at once (spooled under --out); more are rejected.")
     task_deadline: float = Field(300.0, gt=0, description="Seconds after which a task whose "
                                  "update has not arrived is issued again (a late update still "
                                  "counts).")

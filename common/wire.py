@@ -90,7 +90,7 @@ def pack_envelope(envelope: Envelope) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def _unpack(data: bytes, max_bytes: int, what: str) -> Any:
+def _unpack(data: bytes | bytearray, max_bytes: int, what: str) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"{what} must be bytes")
     if len(data) > max_bytes:
@@ -108,7 +108,7 @@ def _refuse_ext(code: int, data: bytes) -> None:
     raise DecodeError(f"msgpack extension type {code} is not allowed")
 
 
-def unpack_envelope(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+def unpack_envelope(body: bytes | bytearray, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Parse the outer envelope; the payload stays opaque bytes."""
     obj = _unpack(body, max_bytes, "message body")
     if not isinstance(obj, dict):

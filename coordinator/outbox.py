@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from common import limits, wire
+from common import chunks, limits, wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import DecodeError
@@ -42,19 +42,21 @@ class Outbox:
     """One job's outgoing messages, encoded once each."""
 
     def __init__(self, topology: Topology, codec: Codec, fingerprint: str,
-                 readers: Callable[[], Any]) -> None:
+                 readers: Callable[[], Any], chunk_bytes: int = limits.DEFAULT_CHUNK_BYTES) -> None:
         self.topology = topology
+        self.chunk_bytes = chunk_bytes  # a model larger than this is sent as chunks
         self.codec = codec
         self.fingerprint = fingerprint
         self.readers = readers  # who may read a model (sealed mode), asked at every encoding
         self.model_version = -1
         self.model_weights: Sequence[np.ndarray] = ()  # the last announced version's
         self.model_body: bytes | None = None  # ... encoded, once it was asked for
+        self.model_digest: str | None = None  # ... and its SHA-256, when it is sent in chunks
 
     def check_model_fits(self, weights: Sequence[np.ndarray], name: str, limit: int) -> None:
         """Stop before declaring anything if the model cannot travel: encoded as it is sent, and
-        as a worker's update of it (a little larger), it must fit the message limit (else every
-        worker ignores the model, forever). Raises ConfigError."""
+        as a worker's update of it (a little larger), it must fit the body limit (`limit`,
+        --max-body-bytes; it travels in chunks). Raises ConfigError."""
         model = self.codec.encode(GlobalModel(version=0, fingerprint=self.fingerprint,
                                               weights=tuple(weights)), self.readers())
         update = self.codec.encode(WeightUpdate(
@@ -71,6 +73,7 @@ class Outbox:
         """Announce `version` (its weights are kept, not copied: the core replaces, never
         mutates, its arrays) and answer model requests with it from now on."""
         self.model_version, self.model_weights, self.model_body = version, weights, None
+        self.model_digest = None
         notice = ModelNotice(version=version, fingerprint=self.fingerprint)
         broker.publish(self.topology.model, "", self.codec.encode(notice), persistent=False)
 
@@ -105,8 +108,18 @@ class Outbox:
         assert self.model_version >= 0, "a session announces a version before it serves requests"
         log.debug("sending version %d to %s (it holds %d)", self.model_version,
                   request.worker_id, request.have_version)
-        broker.publish("", reply_to, self.model(), correlation_id=delivery.correlation_id,
-                       persistent=False)
+        body = self.model()
+        if len(body) <= self.chunk_bytes:
+            broker.publish("", reply_to, body, correlation_id=delivery.correlation_id,
+                           persistent=False)
+            return
+        if self.model_digest is None:
+            self.model_digest = chunks.digest(body)
+        # all chunks in order on this channel, a new transfer id per reply (a worker that
+        # gave up on an earlier reply asks again and gets a fresh transfer)
+        for header, part in chunks.split(body, self.chunk_bytes, self.model_digest):
+            broker.publish("", reply_to, bytes(part), headers=header.fields(),
+                           correlation_id=delivery.correlation_id, persistent=False)
 
     def event(self, broker: Broker, job: str, name: str, **fields: Any) -> None:
         broker.publish(self.topology.events, name, wire.encode(Event(name=name, job=job,
@@ -114,8 +127,11 @@ class Outbox:
                        persistent=False)
 
     def dead_letter(self, broker: Broker, delivery: Delivery, outcome: Outcome) -> None:
-        """The rejected body, as it came, with the reason in its headers."""
+        """The rejected body (of a chunked one: the chunk that completed or broke it), as it
+        came, with the reason in its headers."""
         broker.publish(self.topology.dead_letter_exchange, "", delivery.body,
-                       headers={"x-fedmq-reason": outcome.reason,
+                       headers={**{key: value for key, value in delivery.headers.items()
+                                   if key.startswith("x-fedmq-")},
+                                "x-fedmq-reason": outcome.reason,
                                 "x-fedmq-code": outcome.code,
                                 "x-fedmq-queue": delivery.queue})

@@ -14,8 +14,9 @@ import threading
 import time
 from typing import Any
 
-from common import leases, models
+from common import chunks, leases, models
 from common.amqp import Broker, Delivery, connect
+from common.chunks import ChunkError
 from common.codec import Codec, Opened
 from common.errors import DecodeError, RejectedUpdate
 from common.identity import load_identity
@@ -29,6 +30,7 @@ from coordinator.commit import Commit
 from coordinator.core import CoordinatorCore, Outcome
 from coordinator.evaluation import Score
 from coordinator.history import History
+from coordinator.intake import ChunkIntake
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
@@ -49,9 +51,15 @@ class Coordinator:
         fingerprint = models.fingerprint(weights)
         self.admission = Admission.from_settings(settings)
         identity = None if settings.identity is None else load_identity(settings.identity)
-        self.codec = Codec(settings.max_message_bytes, identity)
-        self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers)
-        self.outbox.check_model_fits(weights, self.model_name, settings.max_message_bytes)
+        self.codec = Codec(settings.max_body_bytes, identity)
+        self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers,
+                             settings.chunk_size)
+        self.outbox.check_model_fits(weights, self.model_name, settings.max_body_bytes)
+        self.intake = ChunkIntake(settings.out, max_body_bytes=settings.max_body_bytes,
+                                  max_partials=settings.max_partial_transfers,
+                                  expiry_seconds=settings.chunk_expiry_seconds,
+                                  checkpointed=settings.checkpoint, on_body=self._on_body,
+                                  on_refused=self._on_chunk_refused)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy)
         self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
@@ -73,9 +81,12 @@ class Coordinator:
 
     def _save(self) -> None:
         self.lifecycle.save(self.record, self.core, self.admission, self.history)
+        self.intake.saved()  # spooled chunks of the updates it holds may go
 
     def _restore(self, state: dict[str, Any] | None) -> None:
-        if state is not None:
+        if state is None:
+            self.intake.start_fresh()
+        else:
             self.history = self.lifecycle.restore(state, self.record, self.core, self.admission)
             self.set_up = True
 
@@ -115,6 +126,7 @@ class Coordinator:
             self.commit.changed()  # checkpoint what changed while the connection was down,
             self.commit.run(broker)  # publish the tasks it left pending, only then broadcast
             self.outbox.broadcast(broker, self.core.version, self.core.weights)
+            self.intake.take_back(broker)  # updates spooled whole before a crash
             broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
                            prefetch=UPDATE_PREFETCH)
             broker.consume(self.topology.model_requests,
@@ -141,6 +153,7 @@ class Coordinator:
             log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),
                         self.settings.task_deadline)
             self.commit.changed()
+        self.intake.expire(broker)
         self._top_up()
         self.commit.run(broker)
 
@@ -216,19 +229,39 @@ class Coordinator:
     # ------------------------------------------------------------ messages
 
     def _on_update(self, broker: Broker, delivery: Delivery) -> None:
-        self.record.bytes_received += len(delivery.body)
+        if chunks.is_chunk(delivery.headers):
+            self.intake.chunk(broker, delivery)  # calls _on_body once the update is whole
+        else:
+            self._on_body(broker, delivery, delivery.body)
+
+    def _on_body(self, broker: Broker, delivery: Delivery | None,
+                 body: bytes | bytearray) -> None:
+        """A whole update (`delivery` None: taken back from the spool after a crash)."""
+        self.record.bytes_received += len(body)
         self.last_update_at = time.monotonic()
         self.progress.received()
         try:
-            opened = self.codec.decode(delivery.body, WeightUpdate, self.admission.trusted())
+            opened = self.codec.decode(body, WeightUpdate, self.admission.trusted())
         except DecodeError as exc:
             self._handle_outcome(broker, delivery, None,
                                  self.core.reject(exc.code, exc.reason, exc.task_id))
         else:
             self._judge(broker, delivery, opened)
-        self.commit.ack(broker, delivery)
+        self._ack(broker, delivery)
 
-    def _judge(self, broker: Broker, delivery: Delivery, opened: Opened[WeightUpdate]) -> None:
+    def _on_chunk_refused(self, broker: Broker, delivery: Delivery | None,
+                          exc: ChunkError) -> None:
+        self._handle_outcome(broker, delivery, None, self.core.reject("chunks", exc.reason))
+        self._ack(broker, delivery)
+
+    def _ack(self, broker: Broker, delivery: Delivery | None) -> None:
+        if delivery is None:
+            self.commit.changed()
+        else:
+            self.commit.ack(broker, delivery)
+
+    def _judge(self, broker: Broker, delivery: Delivery | None,
+               opened: Opened[WeightUpdate]) -> None:
         """The checks before the core's validation (signer and replay in sealed mode, task
         ownership, the worker's privacy budget), then the core's decision."""
         update = opened.message
@@ -243,12 +276,13 @@ class Coordinator:
         self.longest_training = max(self.longest_training, min(update.train_seconds, 60.0))
         self._handle_outcome(broker, delivery, update, self.core.handle(update))
 
-    def _handle_outcome(self, broker: Broker, delivery: Delivery, update: WeightUpdate | None,
-                        outcome: Outcome) -> None:
+    def _handle_outcome(self, broker: Broker, delivery: Delivery | None,
+                        update: WeightUpdate | None, outcome: Outcome) -> None:
         self.progress.outcome(outcome, update)
         if outcome.kind == "rejected":
             log.warning("rejected update (%s)", outcome.reason)
-            self.outbox.dead_letter(broker, delivery, outcome)
+            if delivery is not None:
+                self.outbox.dead_letter(broker, delivery, outcome)
             self.outbox.event(broker, self.settings.job, "rejected", code=outcome.code,
                               reason=outcome.reason)
         elif outcome.kind == "duplicate":

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from common import faults, limits, models, privacy
+from common import chunks, faults, limits, models, privacy
 from common.amqp import Broker, Delivery, connect
 from common.codec import Codec
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
@@ -43,7 +43,7 @@ class WorkerService:
         self.settings = settings
         self.topology = Topology(settings.job)
         identity = None if settings.identity is None else load_identity(settings.identity)
-        self.codec = Codec(settings.max_message_bytes, identity)
+        self.codec = Codec(settings.max_body_bytes, identity)
         # sealed mode: only the coordinator's signature is trusted, updates are sealed to it
         self.coordinator: PublicIdentity | None = None
         if settings.coordinator_key is not None and identity is not None:
@@ -61,6 +61,7 @@ class WorkerService:
             self._use_shard(settings.shard_index, settings.num_shards)
         self.models = ModelSource(self.worker_id, self.topology, self.codec, self._trusted(),
                                   self.fingerprint, self._over_limit)
+        self.models.chunked_up_to(settings.max_body_bytes)
         self.training: threading.Thread | None = None
         self.stop = threading.Event()
         self.tasks_done = 0
@@ -88,7 +89,7 @@ class WorkerService:
                           f"{models.resolve_name(self.settings.model, self.settings.dataset)!r} "
                           f"({parameters} parameters)", self.codec.encode(update,
                                                                           self._recipients()),
-                          self.settings.max_message_bytes)
+                          self.settings.max_body_bytes)
 
     def _fail(self, reason: str) -> None:
         """Stop for good (the worker exits non-zero with `reason`); logged once."""
@@ -97,11 +98,14 @@ class WorkerService:
             log.error("stopping: %s", reason)
         self.stop.set()
 
-    def _over_limit(self, what: str, body: bytes) -> bool:
-        """A body over this worker's limit: a settings mismatch between roles, so stop."""
-        if len(body) <= self.settings.max_message_bytes:
+    def _over_limit(self, what: str, body: bytes, whole: bool = False) -> bool:
+        """A message over this worker's message limit (or a `whole` body over its body limit):
+        a settings mismatch between roles, so stop."""
+        limit = self.settings.max_body_bytes if whole else self.settings.max_message_bytes
+        if len(body) <= limit:
             return False
-        self._fail(limits.too_large(what, len(body), self.settings.max_message_bytes))
+        too_large = limits.body_too_large if whole else limits.too_large
+        self._fail(too_large(what, len(body), limit))
         return True
 
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
@@ -252,7 +256,7 @@ class WorkerService:
             log.exception("training failed for task %s; handing it back", task.task_id)
             self._hand_back(broker, lambda: self._requeue(broker, delivery))
             return
-        if self._over_limit(f"the update for task {task.task_id[:8]}", body):
+        if self._over_limit(f"the update for task {task.task_id[:8]}", body, whole=True):
             # never published (the coordinator could not open it); the task goes back
             self._hand_back(broker, lambda: self._requeue(broker, delivery))
             return
@@ -270,9 +274,15 @@ class WorkerService:
         broker.reject(delivery, requeue=True)
 
     def _deliver(self, broker: Broker, delivery: Delivery, body: bytes, task: TrainTask) -> None:
-        """I/O thread: publish the update, wait for its confirm, then ack the task."""
+        """I/O thread: publish the update (in chunks if it is larger than --chunk-bytes), wait
+        for the confirm of each, then ack the task."""
         self.training = None
-        broker.publish(self.topology.inbox, UPDATE_KEY, body)
+        if len(body) <= self.settings.chunk_size:
+            broker.publish(self.topology.inbox, UPDATE_KEY, body)
+        else:
+            for header, part in chunks.split(body, self.settings.chunk_size):
+                broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
+                               headers=header.fields())
         self.releases += 1
         broker.ack(delivery)
         self.tasks_done += 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from common import models, wire
+from common import chunks, models, wire
 from common.amqp import Broker
 from common.messages import WeightUpdate
 from common.settings import CoordinatorSettings, TrainingSettings
@@ -48,12 +48,22 @@ def tap_updates(broker: Broker, topology: Topology) -> str:
 
 
 def tapped_updates(broker: Broker, topology: Topology) -> dict[str, WeightUpdate]:
-    """Every update in the tap queue, by update id (the queue is emptied)."""
+    """Every update in the tap queue, by update id (the queue is emptied); chunked updates are
+    reassembled, and transfers that do not reassemble (forged by a test) are left out."""
     found: dict[str, WeightUpdate] = {}
+    joiner = chunks.Reassembler(chunks.MemoryStore(), max_body_bytes=2**40, max_partials=10**6,
+                                expiry_seconds=float("inf"))
     while (delivery := broker.get(tap_name(topology))) is not None:
-        update = wire.decode(delivery.body, WeightUpdate)
-        found[update.update_id] = update
         broker.ack(delivery)
+        body: bytes | bytearray | None = delivery.body
+        if chunks.is_chunk(delivery.headers):
+            try:
+                body = joiner.add(chunks.parse(delivery.headers), delivery.body).body
+            except chunks.ChunkError:
+                body = None
+        if body is not None:
+            update = wire.decode(body, WeightUpdate)
+            found[update.update_id] = update
     return found
 
 

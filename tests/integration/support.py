@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common import wire
+from common import chunks, wire
 from common.amqp import Broker, Delivery
 from common.messages import GlobalModel, ModelRequest, new_id
 from common.topology import Topology
@@ -98,9 +98,15 @@ def read_summary(out: Path) -> dict[str, Any]:
 def fetch_model(broker: Broker, topology: Topology, timeout: float = 10.0) -> GlobalModel:
     """Ask the running coordinator for its current model, as a late worker does."""
     replies: list[GlobalModel] = []
+    joiner = chunks.Reassembler(chunks.MemoryStore(), max_body_bytes=2**40, max_partials=4,
+                                expiry_seconds=timeout)
 
     def on_reply(delivery: Delivery) -> None:
-        replies.append(wire.decode(delivery.body, GlobalModel))
+        body: bytes | bytearray | None = delivery.body
+        if chunks.is_chunk(delivery.headers):  # a model larger than the coordinator's chunks
+            body = joiner.add(chunks.parse(delivery.headers), delivery.body).body
+        if body is not None:
+            replies.append(wire.decode(body, GlobalModel))
 
     tag = broker.consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
     broker.publish("", topology.model_requests, wire.encode(ModelRequest(worker_id="test")),

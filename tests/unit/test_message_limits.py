@@ -84,8 +84,9 @@ class FakeTrainer:
 
 
 def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() -> None:
-    # Given a worker holding a model whose update will not fit its limit
+    # Given a worker holding a model whose update will not fit its body limit
     service = bare_worker(2000)
+    service.settings = WorkerSettings(max_message_bytes=2000, max_body_bytes=2000)
     service.codec = Codec(2000)
     service.coordinator = None
     service.worker_id = "w"
@@ -108,3 +109,11 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
     callback()
     assert broker.rejected == [(3, True)] and service.training is None
     assert service.stop.is_set() and "the update for task tttttttt" in service.failure
+    assert "body limit of 2000 bytes" in service.failure and "--max-body-bytes" in service.failure
+
+
+def test_a_chunk_size_over_the_message_limit_is_refused_and_the_default_fits() -> None:
+    with pytest.raises(ValidationError, match="chunk_bytes .* is over max_message_bytes"):
+        WorkerSettings(max_message_bytes=MiB, chunk_bytes=2 * MiB)
+    assert WorkerSettings(max_message_bytes=MiB).chunk_size == MiB
+    assert CoordinatorSettings().chunk_size == 4 * MiB

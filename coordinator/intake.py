@@ -1,0 +1,75 @@
+"""Chunked updates in: each chunk spooled durably and acked, the whole body handed on once it is
+complete and verified; refused chunks and expired transfers become rejections with a reason.
+
+The coordinator's choice for large updates (see coordinator/spool.py): chunks are acked as soon
+as they are on disk, never held, so the updates consumer's prefetch (16) cannot fill up with
+partial transfers; only the delivery that completes a transfer goes through the commit protocol
+like a whole update (acked after the checkpoint that holds what it changed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from common import chunks
+from common.amqp import Broker, Delivery
+from common.chunks import ChunkError
+from coordinator.spool import Spool
+
+log = logging.getLogger("fedmq.coordinator")
+# (broker, the delivery that completed it or None for one taken back from the spool, body)
+BodyHandler = Callable[[Broker, Delivery | None, bytearray], None]
+# (broker, the chunk refused or None for an expired transfer, why)
+RefusalHandler = Callable[[Broker, Delivery | None, ChunkError], None]
+
+
+class ChunkIntake:
+    """The coordinator's side of chunked updates, over a Spool in `<out>/spool`."""
+
+    def __init__(self, out: Path, *, max_body_bytes: int, max_partials: int,
+                 expiry_seconds: float, checkpointed: bool, on_body: BodyHandler,
+                 on_refused: RefusalHandler) -> None:
+        self.spool = Spool(out / "spool", max_body_bytes=max_body_bytes,
+                           max_partials=max_partials, expiry_seconds=expiry_seconds,
+                           checkpointed=checkpointed)
+        self.on_body = on_body
+        self.on_refused = on_refused
+        self.recovered: list[tuple[str, bytearray]] | None = None
+
+    def start_fresh(self) -> None:
+        """A new job: chunks spooled by an earlier one are not ours."""
+        self.spool.store.clear()
+
+    def take_back(self, broker: Broker) -> None:
+        """First session: hand on the updates a previous run spooled completely (once)."""
+        if self.recovered is None:
+            self.recovered = self.spool.recover()
+        while self.recovered:
+            transfer_id, body = self.recovered.pop(0)
+            self.on_body(broker, None, body)
+            self.spool.handled(transfer_id)
+
+    def chunk(self, broker: Broker, delivery: Delivery) -> None:
+        """One chunk delivery: spooled and acked, or (the last) handed on, or refused."""
+        try:
+            header = chunks.parse(delivery.headers)
+            added = self.spool.reassembler.add(header, delivery.body)
+        except ChunkError as exc:
+            log.warning("refused chunk: %s", exc.reason)
+            self.on_refused(broker, delivery, exc)
+            return
+        if added.status == "complete" and added.body is not None:
+            self.on_body(broker, delivery, added.body)  # acks the delivery after the checkpoint
+            self.spool.handled(added.transfer_id)
+        else:
+            broker.ack(delivery)  # on disk (or a duplicate): safe to ack now
+
+    def expire(self, broker: Broker) -> None:
+        for exc in self.spool.reassembler.expire():
+            log.warning("dropped chunked update: %s", exc.reason)
+            self.on_refused(broker, None, exc)
+
+    def saved(self) -> None:
+        self.spool.saved()
