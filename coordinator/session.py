@@ -14,26 +14,23 @@ import threading
 import time
 from typing import Any
 
-from common import chunks, leases, models
-from common.amqp import Broker, Delivery, connect
-from common.chunks import ChunkError
-from common.codec import Codec, Opened
-from common.errors import DecodeError, RejectedUpdate
+from common import leases, models
+from common.amqp import Broker, connect
+from common.codec import Codec
 from common.identity import load_identity
-from common.messages import WeightUpdate
 from common.reconnect import run_with_reconnect
 from common.settings import CoordinatorSettings
 from common.topology import Topology
 from coordinator import evaluation, results
 from coordinator.admission import Admission
 from coordinator.commit import Commit
-from coordinator.core import CoordinatorCore, Outcome
+from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
 from coordinator.history import History
-from coordinator.intake import ChunkIntake
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
+from coordinator.receiving import Receiver
 from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
@@ -48,6 +45,7 @@ class Coordinator:
         self.topology = Topology(settings.job)
         self.evaluator, self.model_name, weights = evaluation.for_job(settings)
         self.progress = Progress(settings)
+        self.record = JobRecord(workers_ready=settings.wait_for_workers == 0)
         fingerprint = models.fingerprint(weights)
         self.admission = Admission.from_settings(settings)
         identity = None if settings.identity is None else load_identity(settings.identity)
@@ -55,25 +53,19 @@ class Coordinator:
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers,
                              settings.chunk_size)
         self.outbox.check_model_fits(weights, self.model_name, settings.max_body_bytes)
-        self.intake = ChunkIntake(settings.out, max_body_bytes=settings.max_body_bytes,
-                                  max_partials=settings.max_partial_transfers,
-                                  expiry_seconds=settings.chunk_expiry_seconds,
-                                  checkpointed=settings.checkpoint, on_body=self._on_body,
-                                  on_refused=self._on_chunk_refused)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy)
         self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
                              self._announce)
+        self.receiver = Receiver(settings, self.codec, self.admission, self.core, self.outbox,
+                                 self.commit, self.progress, self.record, self._version_made)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
                                               "model": self.model_name,
                                               "fingerprint": fingerprint})
         self.stop_reason: str | None = None
         self.history = History()
         self.stop = threading.Event()
-        self.record = JobRecord(workers_ready=settings.wait_for_workers == 0)
         self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
-        self.last_update_at = 0.0
-        self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
         if not settings.standby:  # a standby takes the directory (and resumes) in run()
             self._restore(self.lifecycle.claim().state)
 
@@ -81,11 +73,11 @@ class Coordinator:
 
     def _save(self) -> None:
         self.lifecycle.save(self.record, self.core, self.admission, self.history)
-        self.intake.saved()  # spooled chunks of the updates it holds may go
+        self.receiver.intake.saved()  # spooled chunks of the updates it holds may go
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:
-            self.intake.start_fresh()
+            self.receiver.intake.start_fresh()
         else:
             self.history = self.lifecycle.restore(state, self.record, self.core, self.admission)
             self.set_up = True
@@ -126,8 +118,8 @@ class Coordinator:
             self.commit.changed()  # checkpoint what changed while the connection was down,
             self.commit.run(broker)  # publish the tasks it left pending, only then broadcast
             self.outbox.broadcast(broker, self.core.version, self.core.weights)
-            self.intake.take_back(broker)  # updates spooled whole before a crash
-            broker.consume(self.topology.updates, lambda d: self._on_update(broker, d),
+            self.receiver.intake.take_back(broker)  # updates spooled whole before a crash
+            broker.consume(self.topology.updates, lambda d: self.receiver.on_update(broker, d),
                            prefetch=UPDATE_PREFETCH)
             broker.consume(self.topology.model_requests,
                            lambda d: self.outbox.reply_model(broker, d), prefetch=8)
@@ -153,7 +145,7 @@ class Coordinator:
             log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),
                         self.settings.task_deadline)
             self.commit.changed()
-        self.intake.expire(broker)
+        self.receiver.intake.expire(broker)
         self._top_up()
         self.commit.run(broker)
 
@@ -206,7 +198,7 @@ class Coordinator:
             self._take_back_tasks(broker)
             if not self.core.tasks_in_flight and \
                     broker.queue_depth(self.topology.updates)[0] == 0 and \
-                    time.monotonic() - self.last_update_at > self.longest_training + 1.0:
+                    self.receiver.quiet():
                 break
             self._pump(broker, 0.25)
         self._take_back_tasks(broker)
@@ -227,68 +219,6 @@ class Coordinator:
             self.commit.changed()
 
     # ------------------------------------------------------------ messages
-
-    def _on_update(self, broker: Broker, delivery: Delivery) -> None:
-        if chunks.is_chunk(delivery.headers):
-            self.intake.chunk(broker, delivery)  # calls _on_body once the update is whole
-        else:
-            self._on_body(broker, delivery, delivery.body)
-
-    def _on_body(self, broker: Broker, delivery: Delivery | None,
-                 body: bytes | bytearray) -> None:
-        """A whole update (`delivery` None: taken back from the spool after a crash)."""
-        self.record.bytes_received += len(body)
-        self.last_update_at = time.monotonic()
-        self.progress.received()
-        try:
-            opened = self.codec.decode(body, WeightUpdate, self.admission.trusted())
-        except DecodeError as exc:
-            self._handle_outcome(broker, delivery, None,
-                                 self.core.reject(exc.code, exc.reason, exc.task_id))
-        else:
-            self._judge(broker, delivery, opened)
-        self._ack(broker, delivery)
-
-    def _on_chunk_refused(self, broker: Broker, delivery: Delivery | None,
-                          exc: ChunkError) -> None:
-        self._handle_outcome(broker, delivery, None, self.core.reject("chunks", exc.reason))
-        self._ack(broker, delivery)
-
-    def _ack(self, broker: Broker, delivery: Delivery | None) -> None:
-        if delivery is None:
-            self.commit.changed()
-        else:
-            self.commit.ack(broker, delivery)
-
-    def _judge(self, broker: Broker, delivery: Delivery | None,
-               opened: Opened[WeightUpdate]) -> None:
-        """The checks before the core's validation (signer and replay in sealed mode, task
-        ownership, the worker's privacy budget), then the core's decision."""
-        update = opened.message
-        try:
-            self.admission.check_signer(opened)
-            self.core.claim(update)
-            self.admission.charge(update)
-        except RejectedUpdate as exc:
-            self._handle_outcome(broker, delivery, None,
-                                 self.core.reject(exc.code, exc.reason, update.task_id))
-            return
-        self.longest_training = max(self.longest_training, min(update.train_seconds, 60.0))
-        self._handle_outcome(broker, delivery, update, self.core.handle(update))
-
-    def _handle_outcome(self, broker: Broker, delivery: Delivery | None,
-                        update: WeightUpdate | None, outcome: Outcome) -> None:
-        self.progress.outcome(outcome, update)
-        if outcome.kind == "rejected":
-            log.warning("rejected update (%s)", outcome.reason)
-            if delivery is not None:
-                self.outbox.dead_letter(broker, delivery, outcome)
-            self.outbox.event(broker, self.settings.job, "rejected", code=outcome.code,
-                              reason=outcome.reason)
-        elif outcome.kind == "duplicate":
-            log.info("ignored duplicate update %s", update.update_id if update else "?")
-        elif outcome.kind == "applied" and update is not None:
-            self._version_made(outcome.staleness, update.worker_id)
 
     def _version_made(self, staleness: int | None, worker_id: str) -> None:
         """Record the version just made; the commit announces it once it is checkpointed."""
