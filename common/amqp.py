@@ -2,9 +2,8 @@
 
 pika errors never leave this module: a lost connection becomes `BrokerUnavailable` (the service
 edge reconnects: common/reconnect.py), a refusal by the broker (bad credentials, missing
-permission, conflicting declaration) becomes `BrokerRefused` (retrying would not help). pika's
-BlockingConnection is not thread-safe: other threads hand work to the I/O thread with
-`call_threadsafe`.
+permission, conflicting declaration) becomes `BrokerRefused` (retrying would not help). Other
+threads hand work to the I/O thread with `call_threadsafe` (BlockingConnection is not thread-safe).
 """
 
 from __future__ import annotations
@@ -69,6 +68,8 @@ def _translated() -> Iterator[None]:
         raise BrokerUnavailable(f"broker closed: {exc.reply_code} {exc.reply_text}") from None
     except (pex.ProbableAccessDeniedError, pex.ProbableAuthenticationError) as exc:
         raise BrokerRefused(403, str(exc) or type(exc).__name__) from None
+    except pex.AMQPConnectionError as exc:  # its text is empty; the reason is its argument
+        raise BrokerUnavailable(f"cannot connect: {exc.args[0] if exc.args else exc!r}") from None
     except (pex.AMQPError, OSError) as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
@@ -102,11 +103,14 @@ class Broker:
         params.client_properties = {"connection_name": name}
         if ssl_options is not None:
             params.ssl_options = ssl_options
-        with _translated():
-            self._connection = pika.BlockingConnection(params)
-            self._channel: BlockingChannel = self._connection.channel()
-            self._channel.confirm_delivery()
-            self._channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+        try:
+            with _translated():
+                self._connection = pika.BlockingConnection(params)
+                self._channel: BlockingChannel = self._connection.channel()
+                self._channel.confirm_delivery()
+                self._channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{params.host}:{params.port}: {exc}") from None
         self._queues_by_tag: dict[str, str] = {}
         self._on_cancel: dict[str, Callable[[], None]] = {}
 

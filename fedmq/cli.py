@@ -65,7 +65,8 @@ def run(**flags: Any) -> None:
     setup_logging(settings.log_level)
     from fedmq.launcher import run_local
 
-    summary = run_local(settings)
+    with config_errors():
+        summary = run_local(settings)
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 

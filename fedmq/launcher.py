@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 from common import identity
 from common.errors import ConfigError
 from common.settings import CoordinatorSettings, WorkerSettings
+from fedmq.local_broker import broker_for
 from fedmq.settings import RunSettings
 
 log = logging.getLogger("fedmq.run")
@@ -84,6 +85,15 @@ def run_local(settings: RunSettings) -> dict[str, Any]:
     if "concurrency" not in settings.model_fields_set:
         overrides["concurrency"] = settings.workers
     settings = settings.model_copy(update=overrides)
+    with broker_for(settings.amqp_url):  # the demo starts its own broker if it must
+        code = _run_job(settings)
+    if code != 0:
+        raise SystemExit(f"coordinator exited with status {code}; see its log above")
+    return dict(json.loads((settings.out / "summary.json").read_text()))
+
+
+def _run_job(settings: RunSettings) -> int:
+    """The coordinator and workers of one job; returns the coordinator's exit status."""
     logs = settings.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     envs = worker_envs(settings)
@@ -106,6 +116,4 @@ def run_local(settings: RunSettings) -> dict[str, Any]:
                 process.wait(WORKER_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
-    if code != 0:
-        raise SystemExit(f"coordinator exited with status {code}; see its log above")
-    return dict(json.loads((settings.out / "summary.json").read_text()))
+    return code

@@ -65,7 +65,9 @@ def load_settings(cls: type[S], flags: dict[str, Any]) -> S:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every failed connection attempt as several ERROR lines with a traceback; the
+    # service edge logs one line per attempt with the reason instead (common/reconnect.py)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 @contextlib.contextmanager

@@ -88,3 +88,18 @@ def password_matches(password_hash: str, password: str) -> bool:
 def credentials(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.username or "", parts.password or ""
+
+
+def published_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """A service's published ports as {host_ip, published, target}, whichever form
+    `docker-compose config` printed them in ("127.0.0.1:5672:5672/tcp" or a mapping)."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append({"host_ip": port.get("host_ip", "0.0.0.0"),
+                          "published": int(port["published"]), "target": int(port["target"])})
+            continue
+        *host, published, target = str(port).split("/")[0].split(":")
+        ports.append({"host_ip": host[0] if host else "0.0.0.0", "published": int(published),
+                      "target": int(target)})
+    return ports

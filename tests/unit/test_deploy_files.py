@@ -21,6 +21,7 @@ from tests.deploy_support import (
     fedmq_services,
     mounts,
     password_matches,
+    published_ports,
     rabbitmq_conf,
 )
 
@@ -40,7 +41,15 @@ def test_the_broker_is_the_official_management_image_with_a_healthcheck(
     assert image == "rabbitmq" and tag.endswith("-management")
     assert int(tag.split(".")[0]) >= 4, "a current (4.x) RabbitMQ"
     assert broker["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
-    assert any(p["target"] == 15672 for p in broker["ports"]), "the management UI is published"
+    assert any(p["target"] == 15672 for p in published_ports(broker)), "the UI is published"
+
+
+def test_every_published_port_is_on_loopback_unless_the_user_opts_in(
+        config: dict[str, Any]) -> None:
+    published = [(name, port) for name, service in config["services"].items()
+                 for port in published_ports(service)]
+    assert {port["target"] for _, port in published} == {5672, 15672, 9100}, published
+    assert all(port["host_ip"] == "127.0.0.1" for _, port in published), published
 
 
 def test_the_broker_loads_the_definitions_and_limits_message_size(config: dict[str, Any]) -> None:

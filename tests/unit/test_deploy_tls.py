@@ -23,6 +23,7 @@ from tests.deploy_support import (
     credentials,
     fedmq_services,
     mounts,
+    published_ports,
     rabbitmq_conf,
 )
 
@@ -60,7 +61,7 @@ def test_the_broker_mounts_tls_conf_after_its_own_config_and_the_files_it_names(
         source = Path(broker_mounts[tls_conf[f"ssl_options.{option}"]])
         assert source.parent == TLS_DIR, option
     assert Path(broker_mounts[tls_conf["ssl_options.cacertfile"]]).name == "ca.pem"
-    assert any(p["target"] == 5671 and p["published"] == 5671 for p in broker["ports"])
+    assert any(p["target"] == 5671 and p["published"] == 5671 for p in published_ports(broker))
 
 
 def test_every_fedmq_service_connects_with_amqps_and_its_own_client_certificate(
