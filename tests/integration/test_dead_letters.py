@@ -22,21 +22,22 @@ def test_a_flood_of_rejected_bodies_keeps_the_dead_letter_queue_bounded(
         procs: Processes, broker: Broker, topology: Topology, management: Management,
         tmp_path: Path, amqp_url: str) -> None:
     # Given a job whose dead-letter queue is bounded to 40 messages and whose dead letters keep
-    # at most 2 KiB of a rejected body
-    for slot in range(2):
-        procs.start("worker", name=f"w{slot}", shard_index=slot, train_delay_seconds=0.5,
-                    **SHAPE)
+    # at most 2 KiB of a rejected body (its coordinator waits for its two workers)
     out = tmp_path / "out"
     coordinator = procs.start("coordinator", out=out, max_updates=40, concurrency=2,
-                              dead_letter_max_messages=BOUND, dead_letter_body_bytes=BODY_LIMIT,
-                              **SHAPE)
+                              wait_for_workers=2, dead_letter_max_messages=BOUND,
+                              dead_letter_body_bytes=BODY_LIMIT, **SHAPE)
     wait_for(lambda: (management.queue(topology.dead) or {}).get("arguments", {})
              .get("x-max-length"), 120, "the bounded dead-letter queue")
 
-    # When 300 bodies that must be rejected (half of them 100 KB) reach the updates queue
+    # When 300 bodies that must be rejected (half of them 100 KB) reach the updates queue, and
+    # the workers start
     rng = np.random.default_rng(0)
     for index in range(BAD):
         broker.publish("", topology.updates, rng.bytes(100_000 if index % 2 else 100))
+    for slot in range(2):
+        procs.start("worker", name=f"w{slot}", shard_index=slot, train_delay_seconds=0.5,
+                    **SHAPE)
 
     # Then the job goes on and ends normally, every bad body rejected
     assert procs.wait(coordinator, 400) == 0, coordinator.log()[-3000:]
