@@ -1,9 +1,10 @@
-"""The only module that imports pika: connect, declare, publish with confirms, consume, ack.
+"""The only module that imports pika (with amqp_errors.py, its error translation): connect,
+declare, publish with confirms, consume, ack, claim.
 
-pika errors never leave this module: a lost connection becomes `BrokerUnavailable` (the service
-edge reconnects: common/reconnect.py), a refusal by the broker (bad credentials, missing
-permission, conflicting declaration) becomes `BrokerRefused` (retrying would not help). Other
-threads hand work to the I/O thread with `call_threadsafe` (BlockingConnection is not thread-safe).
+pika errors never leave these modules: a lost connection becomes `BrokerUnavailable` (the service
+edge reconnects: common/reconnect.py), a refusal becomes `BrokerRefused`. pika's
+BlockingConnection is not thread-safe: other threads hand work to the I/O thread with
+`call_threadsafe`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,24 +24,14 @@ import pika
 import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
-from common.errors import BrokerUnavailable, ConfigError, FedmqError
-from common.topology import Topology
+from common.amqp_errors import BrokerRefused, QueueMismatch, quiet_not_found, translated
+from common.errors import BrokerUnavailable, ConfigError
+from common.topology import QueueSpec, Topology
 
 if TYPE_CHECKING:
     from common.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
-# access refused, not found, resource locked, precondition failed, not allowed
-REFUSAL_CODES = {403, 404, 405, 406, 530}
-
-
-class BrokerRefused(FedmqError):
-    """The broker refused an operation; `code` is the AMQP reply code (403 = ACCESS_REFUSED)."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
 
 
 @dataclass(frozen=True)
@@ -58,38 +49,6 @@ class Delivery:
 Handler = Callable[[Delivery], None]
 
 
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except (pex.ChannelClosedByBroker, pex.ConnectionClosedByBroker) as exc:
-        if exc.reply_code in REFUSAL_CODES:
-            raise BrokerRefused(exc.reply_code, exc.reply_text) from None
-        raise BrokerUnavailable(f"broker closed: {exc.reply_code} {exc.reply_text}") from None
-    except (pex.ProbableAccessDeniedError, pex.ProbableAuthenticationError) as exc:
-        raise BrokerRefused(403, str(exc) or type(exc).__name__) from None
-    except pex.AMQPConnectionError as exc:  # its text is empty; the reason is its argument
-        raise BrokerUnavailable(f"cannot connect: {exc.args[0] if exc.args else exc!r}") from None
-    except (pex.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from None
-
-
-class _NotFoundFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "NOT_FOUND" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_not_found() -> Iterator[None]:
-    """pika logs every channel the broker closes; a failed existence check is no news."""
-    channel_log, quiet = logging.getLogger("pika.channel"), _NotFoundFilter()
-    channel_log.addFilter(quiet)
-    try:
-        yield
-    finally:
-        channel_log.removeFilter(quiet)
-
-
 class Broker:
     """A blocking connection with one channel in publisher-confirm mode."""
 
@@ -104,32 +63,65 @@ class Broker:
         if ssl_options is not None:
             params.ssl_options = ssl_options
         try:
-            with _translated():
+            with translated():
                 self._connection = pika.BlockingConnection(params)
-                self._channel: BlockingChannel = self._connection.channel()
-                self._channel.confirm_delivery()
-                self._channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+                self._channel: BlockingChannel = self._open_channel()
         except BrokerUnavailable as exc:
             raise BrokerUnavailable(f"{params.host}:{params.port}: {exc}") from None
         self._queues_by_tag: dict[str, str] = {}
         self._on_cancel: dict[str, Callable[[], None]] = {}
+        self._claims: list[BlockingChannel] = []
+
+    def _open_channel(self) -> BlockingChannel:
+        channel = self._connection.channel()
+        channel.confirm_delivery()
+        channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+        return channel
 
     # ------------------------------------------------------------ topology
 
     def declare(self, topology: Topology) -> None:
         """Declare every exchange, queue and binding of a job (idempotent)."""
-        with _translated():
+        with translated():
             for exchange in topology.exchanges():
                 self._channel.exchange_declare(exchange.name, exchange.type, durable=True)
-            for queue in topology.queues():
-                self._channel.queue_declare(queue.name, durable=queue.durable,
-                                            arguments=queue.arguments)
+        for queue in topology.queues():
+            self.declare_queue(queue)
+        with translated():
             for exchange_name, queue_name, key in topology.bindings():
                 self._channel.queue_bind(queue_name, exchange_name, routing_key=key)
 
+    def declare_queue(self, queue: QueueSpec) -> None:
+        """Declare `queue`. One left by an older fedmq with other arguments (406) is replaced if
+        it is empty and unused, else refused with what to do (docs/reliability.md)."""
+        try:
+            with translated():
+                self._channel.queue_declare(queue.name, durable=queue.durable,
+                                            arguments=queue.arguments)
+            return
+        except BrokerRefused as exc:
+            if exc.code != 406:
+                raise
+            detail = exc.text
+        with translated():
+            self._channel = self._open_channel()  # the 406 closed the channel
+        ready, consumers = self.queue_depth(queue.name)
+        if ready or consumers:
+            raise QueueMismatch(
+                f"queue {queue.name} exists with other arguments than this fedmq declares "
+                f"({detail}) and holds {ready} messages and {consumers} consumers, so it is "
+                f"left alone: deal with its messages, then delete it (management UI, or "
+                f"`rabbitmqctl delete_queue {queue.name}`), or run the job under another --job")
+        log.warning("replacing the empty queue %s, declared with other arguments (%s)",
+                    queue.name, detail)
+        self.delete_queue(queue.name)
+        with translated():
+            self._channel.queue_declare(queue.name, durable=queue.durable,
+                                        arguments=queue.arguments)
+
     def private_queue(self, exchange: str, routing_key: str = "") -> str:
         """A server-named, exclusive, auto-deleted queue bound to `exchange`."""
-        with _translated():
+        with translated():
             result = self._channel.queue_declare("", exclusive=True, auto_delete=True)
             name: str = result.method.queue
             self._channel.queue_bind(name, exchange, routing_key=routing_key)
@@ -137,7 +129,7 @@ class Broker:
 
     def exists(self, name: str, kind: str = "queue") -> bool:
         """Whether a queue (or exchange) exists; a passive declare needs no permission."""
-        with _translated(), _quiet_not_found():
+        with translated(), quiet_not_found():
             channel = self._connection.channel()
             try:
                 if kind == "queue":
@@ -174,17 +166,17 @@ class Broker:
 
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
-        with _translated():
+        with translated():
             result = self._channel.queue_declare(queue, passive=True)
         return result.method.message_count, result.method.consumer_count
 
     def purge(self, queue: str) -> int:
-        with _translated():
+        with translated():
             result = self._channel.queue_purge(queue)
         return int(result.method.message_count)
 
     def delete_queue(self, queue: str) -> None:
-        with _translated():
+        with translated():
             self._channel.queue_delete(queue)
 
     # ------------------------------------------------------------ publish
@@ -202,7 +194,7 @@ class Broker:
         properties = pika.BasicProperties(
             content_type="application/msgpack", delivery_mode=2 if persistent else 1,
             headers=headers, reply_to=reply_to, correlation_id=correlation_id)
-        with _translated():
+        with translated():
             self._channel.basic_publish(exchange, routing_key, body, properties,
                                         mandatory=persistent)
 
@@ -221,7 +213,7 @@ class Broker:
                              headers=dict(props.headers or {}), reply_to=props.reply_to,
                              correlation_id=props.correlation_id))
 
-        with _translated():
+        with translated():
             self._channel.basic_qos(prefetch_count=prefetch)
             tag: str = self._channel.basic_consume(queue, on_message, auto_ack=auto_ack,
                                                    exclusive=exclusive)
@@ -229,6 +221,25 @@ class Broker:
         if on_cancel is not None:
             self._on_cancel[tag] = on_cancel
         return tag
+
+    def claim(self, queue: str, on_lost: Callable[[], None] | None = None) -> bool:
+        """Hold the one exclusive consumer of `queue` (on a channel of its own) for the life of
+        the connection: a lock the broker frees the moment the connection dies. False if
+        another connection holds it or the queue does not exist. Nothing is ever held unacked
+        (auto-ack), so consumer_timeout never applies. `on_lost` runs if the broker cancels it
+        (the queue was deleted)."""
+        with translated(), quiet_not_found():
+            channel = self._connection.channel()
+            try:
+                channel.basic_consume(queue, lambda *_: None, auto_ack=True, exclusive=True)
+            except pex.ChannelClosedByBroker as exc:
+                if exc.reply_code in (403, 404):
+                    return False
+                raise
+        if on_lost is not None:
+            channel.add_on_cancel_callback(lambda _frame: on_lost())
+        self._claims.append(channel)
+        return True
 
     def _on_cancelled_by_broker(self, method_frame: Any) -> None:
         tag = method_frame.method.consumer_tag
@@ -238,12 +249,12 @@ class Broker:
             callback()
 
     def cancel(self, consumer_tag: str) -> None:
-        with _translated():
+        with translated():
             self._channel.basic_cancel(consumer_tag)
 
     def get(self, queue: str) -> Delivery | None:
         """Fetch one message without a consumer (tools and tests); it must be acked or rejected."""
-        with _translated():
+        with translated():
             method, props, body = self._channel.basic_get(queue, auto_ack=False)
         if method is None:
             return None
@@ -252,23 +263,23 @@ class Broker:
                         correlation_id=props.correlation_id)
 
     def ack(self, delivery: Delivery) -> None:
-        with _translated():
+        with translated():
             self._channel.basic_ack(delivery.tag)
 
     def reject(self, delivery: Delivery, *, requeue: bool) -> None:
-        with _translated():
+        with translated():
             self._channel.basic_nack(delivery.tag, requeue=requeue)
 
     # ------------------------------------------------------------ loop
 
     def process(self, seconds: float) -> None:
         """Serve the connection (deliveries, heartbeats, thread-safe callbacks) for `seconds`."""
-        with _translated():
+        with translated():
             self._connection.process_data_events(time_limit=seconds)
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the I/O thread at its next `process` call; safe from any thread."""
-        with _translated():
+        with translated():
             self._connection.add_callback_threadsafe(callback)
 
     def close(self) -> None:

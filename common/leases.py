@@ -1,68 +1,76 @@
 """Shard leases through the broker: identical worker replicas each obtain a distinct shard.
 
-The coordinator fills the `fedmq.shards` queue with one `ShardLease` token per shard when a job
-starts. A worker takes one token and never acks it: the broker counts it as unacked for as long as
-the worker's connection lives, and returns it to the queue the moment the worker dies (kill -9,
-crash, lost network). The next worker waiting on the queue receives it, so a replacement takes
-over the dead worker's shard. Extra workers simply wait for a token.
+The coordinator declares one empty queue per shard, `fedmq.<job>.shards.<i>`, when a job starts.
+A worker leases shard i by holding the one exclusive consumer of that queue (`Broker.claim`):
+the broker refuses a second one, and lets go the moment the worker's connection dies (kill -9,
+crash, lost network: at most two heartbeats), so a replacement trying the shards in turn takes
+over the dead worker's shard. Extra workers keep trying every few seconds.
 
-Refilling deletes the queue first, which revokes the tokens still held: the broker cancels their
-holders' consumers, and those workers lease again from the fresh tokens. This way a new job never
-has two tokens for the same shard.
+Nothing is ever delivered, so no delivery is held unacked and RabbitMQ's consumer_timeout (which
+closed the channel of every worker holding an unacked token, every 30 minutes by default) never
+applies (docs/reliability.md, "Consumer timeout").
+
+Refilling deletes the shard queues first, which revokes the leases still held: the broker
+cancels their holders' consumers, and those workers lease again from the fresh queues. This way a
+new job never has two holders of the same shard.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 
-from common import wire
-from common.amqp import Broker, Delivery
-from common.errors import BrokerUnavailable, DecodeError
+from common.amqp import Broker
+from common.errors import BrokerUnavailable
 from common.messages import ShardLease
 from common.topology import Topology
 
 log = logging.getLogger("fedmq.leases")
+RETRY_SECONDS = 2.0
+
+
+def remove(broker: Broker, topology: Topology) -> None:
+    """Delete every shard queue of the job (revoking the leases held on them)."""
+    index = 0
+    while broker.exists(topology.shard(index)):
+        broker.delete_queue(topology.shard(index))
+        index += 1
 
 
 def refill(broker: Broker, topology: Topology, num_shards: int) -> None:
-    """Coordinator side: replace every token of the job with fresh tokens 0 .. num_shards-1."""
-    broker.delete_queue(topology.shards)
-    broker.declare(topology)
+    """Coordinator side: revoke every lease of the job and offer shards 0 .. num_shards-1."""
+    remove(broker, topology)
     for index in range(num_shards):
-        token = ShardLease(shard_index=index, num_shards=num_shards, job=topology.job)
-        broker.publish("", topology.shards, wire.encode(token))
-    log.info("filled %s with %d shard leases", topology.shards, num_shards)
+        broker.declare_queue(topology.lock_queue(topology.shard(index)))
+    log.info("declared %d shard leases (%s ...)", num_shards, topology.shard(0))
 
 
 class Lease:
-    """Worker side: hold one token of `topology.shards` for the life of the connection."""
+    """Worker side: hold one shard queue's exclusive consumer for the life of the connection."""
 
-    def __init__(self, broker: Broker, topology: Topology) -> None:
+    def __init__(self, broker: Broker, topology: Topology, num_shards: int) -> None:
         self.broker = broker
         self.topology = topology
+        self.num_shards = num_shards
         self.token: ShardLease | None = None
         self.revoked = threading.Event()
 
-    def acquire(self, stop: threading.Event, poll: float = 0.25) -> ShardLease | None:
-        """Wait for a token (serving the connection); None if `stop` or a revocation comes first."""
-        self.broker.consume(self.topology.shards, self._on_token, prefetch=1,
-                            on_cancel=self.revoked.set)
-        while self.token is None and not stop.is_set() and not self.revoked.is_set():
-            self.broker.process(poll)
-        return self.token
+    def acquire(self, stop: threading.Event) -> ShardLease | None:
+        """Try the shards (from a random one) until one is free, serving the connection
+        meanwhile; None if `stop` comes first."""
+        while not stop.is_set():
+            first = random.randrange(self.num_shards)
+            for step in range(self.num_shards):
+                index = (first + step) % self.num_shards
+                if self.broker.claim(self.topology.shard(index), on_lost=self.revoked.set):
+                    self.token = ShardLease(shard_index=index, num_shards=self.num_shards,
+                                            job=self.topology.job)
+                    return self.token
+            self.broker.process(RETRY_SECONDS)
+        return None
 
     def check(self) -> None:
         """Raise BrokerUnavailable (so the session starts over and leases again) if revoked."""
         if self.revoked.is_set():
             raise BrokerUnavailable("shard lease revoked: a new job refilled the shard leases")
-
-    def _on_token(self, delivery: Delivery) -> None:
-        try:
-            token = wire.decode(delivery.body, ShardLease)
-        except DecodeError as exc:
-            log.warning("dropping a bad shard token: %s", exc.reason)
-            self.broker.reject(delivery, requeue=False)
-            return
-        # Deliberately never acked: the unacked token IS the lease.
-        self.token = token

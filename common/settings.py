@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
+from common.queue_settings import QueueSettings
 
 
 class _Base(BaseSettings):
@@ -152,7 +153,7 @@ class RobustSettings(_Base):
                                 "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
-class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySettings,
+class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, IdentitySettings,
                           TrainingSettings, DataSettings, ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
         "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
@@ -257,7 +258,7 @@ class CoordinatorSettings(RobustSettings, PrivacyBudgetSettings, IdentitySetting
 
 class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
-                                    "unset: lease a free shard from the fedmq.shards queue.")
+                                    "unset: lease a free shard (the fedmq.shards.<i> queues).")
     data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "
                                            "'{shard}' becomes the shard index. Empty: --dataset.")
     worker_id: str = Field("", description="Worker name in logs and updates; empty: host-pid.")
@@ -267,6 +268,9 @@ class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, Conn
                                                              "task (simulated latency).")
     shutdown_grace: float = Field(30.0, ge=0, description="On SIGTERM, how long to finish the "
                                                           "task in hand before handing it back.")
+    task_hold_seconds: float = Field(900.0, gt=0, description="Ack a task still training "
+                                     "after this long (under the broker's consumer_timeout); "
+                                     "the coordinator's task deadline covers it from then on.")
     tf_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads.")
     coordinator_key: Path | None = Field(None, description="The coordinator's public identity "
                                          "(.pub); required with --identity.")

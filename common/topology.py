@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TASK_DELIVERY_LIMIT = 5      # a task that kills its worker this often goes to fedmq.dead
-UPDATE_DELIVERY_LIMIT = 10   # an update that crashes the coordinator this often goes to fedmq.dead
+# Updates are never dead-lettered by the broker (docs/reliability.md, "Crash loops"): a crash loop
+# not caused by an update would otherwise send valid updates to fedmq.dead. RabbitMQ 4.x gives
+# quorum queues a default limit of 20, so "no limit" is said as one that is never reached; the
+# coordinator recognises a poison update itself (coordinator/poison.py).
+UPDATE_DELIVERY_LIMIT = 1_000_000_000
 MODEL_REQUEST_TTL_MS = 60_000
 UPDATE_KEY = "update"                # routing key of updates on the inbox exchange
 MODEL_REQUEST_KEY = "model.request"  # routing key of model requests on the inbox exchange
@@ -31,10 +35,21 @@ class ExchangeSpec:
 
 
 @dataclass(frozen=True)
+class QueueLimits:
+    """Bounds on what a job leaves on the broker (docs/reliability.md, "Dead letters")."""
+
+    dead_max_messages: int = 100_000
+    dead_max_bytes: int = 256 * 1024 * 1024
+    dead_ttl_ms: int = 7 * 24 * 3600 * 1000
+    expires_ms: int = 7 * 24 * 3600 * 1000  # a queue nobody used for this long is deleted
+
+
+@dataclass(frozen=True)
 class Topology:
-    """Every name of one job; `declarations()` lists what a service declares at start."""
+    """Every name of one job; `queues()` etc. list what the coordinator declares at start."""
 
     job: str = ""
+    limits: QueueLimits = field(default_factory=QueueLimits)
 
     def _name(self, part: str) -> str:
         return f"fedmq.{self.job}.{part}" if self.job else f"fedmq.{part}"
@@ -79,10 +94,18 @@ class Topology:
         """
         return self._name("inbox")
 
+    def shard(self, index: int) -> str:
+        """Shard lease `index`: an empty queue whose one exclusive consumer holds the shard."""
+        return self._name(f"shards.{index}")
+
     @property
-    def shards(self) -> str:
-        """Shard leases: one token per shard; a worker holds one unacked while it lives."""
-        return self._name("shards")
+    def control(self) -> str:
+        """The job's lock: an empty queue whose one exclusive consumer is its coordinator."""
+        return self._name("coordinator")
+
+    def lock_queue(self, name: str) -> QueueSpec:
+        """A lease or lock queue: never holds a message; deleted when unused (x-expires)."""
+        return QueueSpec(name, {"x-expires": self.limits.expires_ms})
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
@@ -91,18 +114,20 @@ class Topology:
 
     def queues(self) -> list[QueueSpec]:
         dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
+        expires = {"x-expires": self.limits.expires_ms}
         return [
-            QueueSpec(self.tasks, {"x-queue-type": "quorum", **dead_letter,
+            QueueSpec(self.tasks, {"x-queue-type": "quorum", **dead_letter, **expires,
                                    "x-delivery-limit": TASK_DELIVERY_LIMIT}),
-            QueueSpec(self.updates, {"x-queue-type": "quorum", **dead_letter,
+            QueueSpec(self.updates, {"x-queue-type": "quorum", **dead_letter, **expires,
                                      "x-delivery-limit": UPDATE_DELIVERY_LIMIT,
                                      "x-single-active-consumer": True}),
-            QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS,
+            QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS, **expires,
                                             "x-single-active-consumer": True}),
-            QueueSpec(self.dead),
-            # classic, not quorum: a lease token returns on every worker death, and a quorum
-            # queue's delivery limit would eventually dead-letter the shard
-            QueueSpec(self.shards),
+            QueueSpec(self.dead, {"x-max-length": self.limits.dead_max_messages,
+                                  "x-max-length-bytes": self.limits.dead_max_bytes,
+                                  "x-overflow": "drop-head",
+                                  "x-message-ttl": self.limits.dead_ttl_ms, **expires}),
+            self.lock_queue(self.control),
         ]
 
     def bindings(self) -> list[tuple[str, str, str]]:

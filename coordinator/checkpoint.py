@@ -32,7 +32,10 @@ _ARRAY_REF = "$array"
 
 
 class CheckpointError(ConfigError):
-    """A checkpoint that cannot be read or belongs to another job."""
+    """A checkpoint that cannot be read or belongs to another job: an operator must choose
+    (exit code 3, which the compose file does not restart for ever: docs/reliability.md)."""
+
+    exit_code = 3
 
 
 def path_in(out: Path) -> Path:
@@ -160,7 +163,10 @@ def load(path: Path) -> dict[str, Any]:
             document = json.loads(bytes(archive[_STATE_KEY]).decode())
             state = _join(document, archive)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}. The job cannot be resumed from it; nothing "
+            f"was changed. Keep the file for inspection (move it aside) and start the job over "
+            f"with --no-resume, or put back a good copy") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has an unknown format")
     return state

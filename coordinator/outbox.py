@@ -42,8 +42,10 @@ class Outbox:
     """One job's outgoing messages, encoded once each."""
 
     def __init__(self, topology: Topology, codec: Codec, fingerprint: str,
-                 readers: Callable[[], Any], chunk_bytes: int = limits.DEFAULT_CHUNK_BYTES) -> None:
+                 readers: Callable[[], Any], chunk_bytes: int = limits.DEFAULT_CHUNK_BYTES,
+                 dead_body_bytes: int = 64 * 1024) -> None:
         self.topology = topology
+        self.dead_body_bytes = dead_body_bytes  # a dead letter keeps at most this much body
         self.chunk_bytes = chunk_bytes  # a model larger than this is sent as chunks
         self.codec = codec
         self.fingerprint = fingerprint
@@ -128,10 +130,12 @@ class Outbox:
 
     def dead_letter(self, broker: Broker, delivery: Delivery, outcome: Outcome) -> None:
         """The rejected body (of a chunked one: the chunk that completed or broke it), as it
-        came, with the reason in its headers."""
-        broker.publish(self.topology.dead_letter_exchange, "", delivery.body,
+        came (cut to dead_body_bytes, its size kept), with the reason in its headers."""
+        body, cut = delivery.body, len(delivery.body) > self.dead_body_bytes
+        broker.publish(self.topology.dead_letter_exchange, "", body[:self.dead_body_bytes],
                        headers={**{key: value for key, value in delivery.headers.items()
                                    if key.startswith("x-fedmq-")},
                                 "x-fedmq-reason": outcome.reason,
                                 "x-fedmq-code": outcome.code,
+                                **({"x-fedmq-truncated-from": len(body)} if cut else {}),
                                 "x-fedmq-queue": delivery.queue})

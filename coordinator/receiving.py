@@ -26,6 +26,7 @@ from coordinator.commit import Commit
 from coordinator.core import CoordinatorCore, Outcome
 from coordinator.lifecycle import JobRecord
 from coordinator.outbox import Outbox
+from coordinator.poison import CRASHES, PoisonJournal, digest
 from coordinator.progress import Progress
 
 log = logging.getLogger("fedmq.coordinator")
@@ -47,6 +48,7 @@ class Receiver:
                                   expiry_seconds=settings.chunk_expiry_seconds,
                                   checkpointed=settings.checkpoint, on_body=self._on_body,
                                   on_refused=self._on_chunk_refused)
+        self.journal = PoisonJournal(settings.out)
         self.last_update_at = 0.0
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
 
@@ -67,6 +69,13 @@ class Receiver:
         self.record.bytes_received += len(body)
         self.last_update_at = time.monotonic()
         self.progress.received()
+        key = digest(body)
+        if self.journal.crashes(key) >= CRASHES:  # coordinator/poison.py
+            self._handle_outcome(broker, delivery, None, self.core.reject(
+                "poison", f"the coordinator died {CRASHES} times while handling this body"))
+            self._ack(broker, delivery)
+            return
+        self.journal.begin(key)
         try:
             opened = self.codec.decode(body, WeightUpdate, self.admission.trusted())
         except DecodeError as exc:
@@ -74,6 +83,7 @@ class Receiver:
                                  self.core.reject(exc.code, exc.reason, exc.task_id))
         else:
             self._judge(broker, delivery, opened)
+        self.journal.end()
         self._ack(broker, delivery)
 
     def _on_chunk_refused(self, broker: Broker, delivery: Delivery | None,

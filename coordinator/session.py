@@ -27,6 +27,7 @@ from coordinator.commit import Commit
 from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
 from coordinator.history import History
+from coordinator.job_lock import JobLock
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
@@ -42,7 +43,7 @@ class Coordinator:
 
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
-        self.topology = Topology(settings.job)
+        self.topology = Topology(settings.job, settings.queue_limits())
         self.evaluator, self.model_name, weights = evaluation.for_job(settings)
         self.progress = Progress(settings)
         self.record = JobRecord(workers_ready=settings.wait_for_workers == 0)
@@ -51,7 +52,7 @@ class Coordinator:
         identity = None if settings.identity is None else load_identity(settings.identity)
         self.codec = Codec(settings.max_body_bytes, identity)
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers,
-                             settings.chunk_size)
+                             settings.chunk_size, settings.dead_letter_body_bytes)
         self.outbox.check_model_fits(weights, self.model_name, settings.max_body_bytes)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy)
@@ -65,6 +66,8 @@ class Coordinator:
         self.stop_reason: str | None = None
         self.history = History()
         self.stop = threading.Event()
+        self.job_lock = JobLock(self.topology, settings.heartbeat, settings.standby)
+        self.touched = time.monotonic()  # the dead-letter queue's last use (it has x-expires)
         self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
         if not settings.standby:  # a standby takes the directory (and resumes) in run()
             self._restore(self.lifecycle.claim().state)
@@ -110,6 +113,8 @@ class Coordinator:
         self.commit.forget_acks()
         broker = connect(self.settings, "fedmq-coordinator")
         try:
+            if not self.job_lock.take(broker, self.stop):  # before touching anything of the job
+                return
             if not self.set_up:  # before declaring, so no worker attaches to old leases
                 leases.refill(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
@@ -140,6 +145,10 @@ class Coordinator:
     def _pump(self, broker: Broker, seconds: float) -> None:
         """One turn of the loop: serve the connection, give up on overdue tasks, commit."""
         broker.process(seconds)
+        self.job_lock.check()
+        if time.monotonic() - self.touched > 3600:  # a passive declare counts as a use
+            broker.queue_depth(self.topology.dead)
+            self.touched = time.monotonic()
         late = self.core.expire(self.settings.task_deadline)
         if late:
             log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),

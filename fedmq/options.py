@@ -76,4 +76,6 @@ def config_errors() -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        error = click.ClickException(str(exc))
+        error.exit_code = getattr(exc, "exit_code", 1)  # 3: checkpoint, 4: job in use
+        raise error from None

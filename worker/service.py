@@ -31,6 +31,7 @@ from common.topology import UPDATE_KEY, Topology
 from worker import training_data
 from worker.model_source import ModelSource
 from worker.shaping import shape_update
+from worker.task_hold import TaskHold
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
@@ -63,6 +64,7 @@ class WorkerService:
                                   self.fingerprint, self._over_limit)
         self.models.chunked_up_to(settings.max_body_bytes)
         self.training: threading.Thread | None = None
+        self.held = TaskHold(settings.task_hold_seconds)
         self.stop = threading.Event()
         self.tasks_done = 0
         self.releases = 0  # updates sent, for this worker's own privacy budget
@@ -145,6 +147,7 @@ class WorkerService:
             # worker refusing every task after a broker restart, until each hit its delivery
             # limit (found by the broker-restart chaos test).
             self.training = None
+        self.held.forget()
         broker = connect(self.settings, f"fedmq-worker-{self.worker_id}")
         try:
             lease = self._attach(broker)
@@ -158,6 +161,7 @@ class WorkerService:
             while not self.stop.is_set():
                 broker.process(0.25)
                 lease.check()
+                self._ack_long_task(broker)
             broker.cancel(consumer)
             self._finish_in_hand(broker)
         finally:
@@ -166,13 +170,13 @@ class WorkerService:
     def _attach(self, broker: Broker) -> Lease | None:
         """Wait for the coordinator's topology (workers never declare it: they lack the
         permission), then lease a shard if needed. None if stopped meanwhile."""
-        queues = [self.topology.tasks] + ([self.topology.shards] if self.leasing else [])
+        queues = [self.topology.tasks] + ([self.topology.shard(0)] if self.leasing else [])
         if not broker.await_declared(self.stop, queues, [self.topology.model, self.topology.inbox]):
             return None
-        lease = Lease(broker, self.topology)
+        lease = Lease(broker, self.topology, self.settings.num_shards)
         if self.leasing:
             log.info("worker %s waiting for a shard lease on %s", self.worker_id,
-                     self.topology.shards)
+                     self.topology.shard(0).removesuffix(".0") + ".*")
             token = lease.acquire(self.stop)
             lease.check()
             if token is None:
@@ -231,6 +235,7 @@ class WorkerService:
             broker.reject(delivery, requeue=True)
             self.stop.set()
             return
+        self.held.start(delivery)
         self.training = threading.Thread(target=self._train, args=(broker, delivery, task),
                                          daemon=True)
         self.training.start()
@@ -262,6 +267,14 @@ class WorkerService:
             return
         self._hand_back(broker, lambda: self._deliver(broker, delivery, body, task))
 
+    def _ack_long_task(self, broker: Broker) -> None:
+        """Ack the task in hand once held for --task-hold-seconds (worker/task_hold.py)."""
+        overdue = self.held.overdue()
+        if overdue is not None:
+            broker.ack(overdue)
+            log.info("task still training after %.0fs: acked early (the coordinator's task "
+                     "deadline covers it now)", self.held.hold_seconds)
+
     def _hand_back(self, broker: Broker, callback: Callable[[], None]) -> None:
         try:
             broker.call_threadsafe(callback)
@@ -271,7 +284,8 @@ class WorkerService:
 
     def _requeue(self, broker: Broker, delivery: Delivery) -> None:
         self.training = None
-        broker.reject(delivery, requeue=True)
+        if self.held.settle(delivery):
+            broker.reject(delivery, requeue=True)
 
     def _deliver(self, broker: Broker, delivery: Delivery, body: bytes, task: TrainTask) -> None:
         """I/O thread: publish the update (in chunks if it is larger than --chunk-bytes), wait
@@ -284,6 +298,7 @@ class WorkerService:
                 broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
                                headers=header.fields())
         self.releases += 1
-        broker.ack(delivery)
+        if self.held.settle(delivery):
+            broker.ack(delivery)
         self.tasks_done += 1
         log.info("task %s done (%d so far)", task.task_id[:8], self.tasks_done)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.amqp import Broker, _translated
+from common.amqp import Broker
+from common.amqp_errors import translated as _translated
 
 
 def declare_queue(broker: Broker, name: str, bind_to: str | None = None, *,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from common import leases
 from common.amqp import Broker
 from common.errors import FedmqError
 from common.topology import Topology
@@ -50,6 +51,8 @@ def management(amqp_url: str) -> Management:
 def cleanup_job(amqp_url: str, topology: Topology) -> None:
     broker = Broker(amqp_url, name="fedmq-test-cleanup")
     try:
+        with contextlib.suppress(FedmqError):
+            leases.remove(broker, topology)
         for name in topology.all_queue_names():
             with contextlib.suppress(FedmqError):
                 broker.delete_queue(name)

@@ -154,7 +154,7 @@ def test_the_compose_services_complete_a_job_with_least_privilege_users(
                                == WORKERS else None)(project.run("monitor", ["status"])),
                       30, "status to show the workers on the tasks queue")
     assert {TOPOLOGY.tasks, TOPOLOGY.updates, TOPOLOGY.dead,
-            TOPOLOGY.shards} <= set(consumers_in_status(status))
+            TOPOLOGY.shard(0)} <= set(consumers_in_status(status))
 
     # And `fedmq watch` showed the progress live
     watched = monitor.log()

@@ -34,26 +34,28 @@ def start_identical_worker(procs: Processes) -> Proc:
     return procs.start("worker", num_shards=SHARDS)
 
 
-def shards_held(management: Management, topology: Topology) -> tuple[int, int] | None:
-    queue = management.queue(topology.shards) or {}
-    return queue.get("messages_ready"), queue.get("messages_unacknowledged")
+def shards_held(management: Management, topology: Topology) -> list[int]:
+    """Consumers of each shard queue (the lease is the queue's one exclusive consumer)."""
+    return [(management.queue(topology.shard(i)) or {}).get("consumers", 0)
+            for i in range(SHARDS)]
 
 
 def test_identical_workers_lease_distinct_shards_and_a_replacement_takes_over(
         procs: Processes, broker: Broker, topology: Topology, management: Management) -> None:
-    # Given a job whose shards queue holds one lease token per shard (the coordinator's step)
+    # Given a job that offers one lease queue per shard (the coordinator's step)
     leases.refill(broker, topology, SHARDS)
 
     # When four identical workers start
     workers = [start_identical_worker(procs) for _ in range(SHARDS)]
 
-    # Then each leases a different shard, and the broker holds all four tokens unacked
+    # Then each leases a different shard: each shard queue has one (exclusive) consumer, and
+    # no message is held unacked anywhere
     wait_for(lambda: all(leased_shard(w) is not None for w in workers), 120,
              "four workers to lease a shard")
     shards = {w.name: leased_shard(w) for w in workers}
     assert sorted(shards.values()) == list(range(SHARDS)), shards
-    wait_for(lambda: shards_held(management, topology) == (0, SHARDS), 30,
-             "the management API to show 0 ready and 4 unacked tokens")
+    wait_for(lambda: shards_held(management, topology) == [1] * SHARDS, 30,
+             "the management API to show one consumer on each shard queue")
 
     # When one worker is killed without a chance to clean up, and a replacement starts
     victim = workers[1]

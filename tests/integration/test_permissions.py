@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from common import wire
+from common import leases, wire
 from common.amqp import Broker, BrokerRefused
 from common.messages import Event
 from common.topology import UPDATE_KEY, Topology
@@ -37,6 +37,7 @@ def declared(loaded: LoadedDefinitions) -> None:
     coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
     try:
         coordinator.declare(TOPOLOGY)
+        leases.refill(coordinator, TOPOLOGY, 2)
     finally:
         coordinator.close()
 
@@ -88,11 +89,11 @@ def test_the_worker_can_do_everything_its_job_needs(
     broker = Broker(url_of(loaded, "worker"), name="fedmq-test-worker")
     try:
         # the topology is there (passive checks need no permission)
-        assert broker.await_declared(threading.Event(), [TOPOLOGY.tasks, TOPOLOGY.shards],
+        assert broker.await_declared(threading.Event(), [TOPOLOGY.tasks, TOPOLOGY.shard(0)],
                                      [TOPOLOGY.model, TOPOLOGY.inbox])
         broker.consume(broker.private_queue(TOPOLOGY.model), lambda d: None, auto_ack=True)
         broker.consume("amq.rabbitmq.reply-to", lambda d: None, auto_ack=True)
-        broker.consume(TOPOLOGY.shards, lambda d: None)
+        assert broker.claim(TOPOLOGY.shard(0))
         broker.consume(TOPOLOGY.tasks, lambda d: None)
         broker.publish(TOPOLOGY.inbox, UPDATE_KEY, b"an update")
     finally:

@@ -130,3 +130,12 @@ def test_the_image_installs_cpu_tensorflow_and_every_other_dependency_unchanged(
     assert not [line for line in lines if line.startswith("tensorflow") and "cpu" not in line]
     assert sorted(lines) == sorted(["tensorflow-cpu==2.21.0"] + [
         d for d in declared if not d.startswith("tensorflow")])
+
+
+def test_no_service_is_restarted_forever_on_failure(config: dict[str, Any]) -> None:
+    # A coordinator that cannot start (a corrupt checkpoint, exit code 3; a job held by
+    # another coordinator, exit code 4) would otherwise be restarted for ever: the policy
+    # bounds it (issue 14, item 11).
+    policy = config["services"]["coordinator"]["restart"]
+    kind, _, retries = policy.partition(":")
+    assert kind == "on-failure" and retries.isdigit() and 1 <= int(retries) <= 10, policy

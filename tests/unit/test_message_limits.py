@@ -20,6 +20,7 @@ from common.settings import CoordinatorSettings, WorkerSettings
 from common.topology import Topology
 from worker.model_source import ModelSource
 from worker.service import WorkerService
+from worker.task_hold import TaskHold
 from worker.trainer import TrainResult
 
 MiB = 1024 * 1024
@@ -102,7 +103,10 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
 
     # When it has trained a task
     task = TrainTask(task_id="t" * 32, job="", min_version=0)
-    service._train(broker, Delivery(body=b"", tag=3, queue="tasks"), task)
+    delivery = Delivery(body=b"", tag=3, queue="tasks")
+    service.held = TaskHold(60.0)
+    service.held.start(delivery)  # as _on_task does
+    service._train(broker, delivery, task)
 
     # Then the task is handed back (requeued), nothing published, and the worker stops
     [callback] = handed_back
