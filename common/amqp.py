@@ -110,6 +110,16 @@ class Broker:
         self._queues_by_tag: dict[str, str] = {}
         self._on_cancel: dict[str, Callable[[], None]] = {}
 
+    def open_channel(self) -> Broker:
+        """Another confirm-mode channel on this connection, as a Broker of its own (simulated
+        fleets put many workers on one connection; serve them all with this one's `process`)."""
+        sibling = Broker.__new__(Broker)
+        sibling._connection, sibling._queues_by_tag, sibling._on_cancel = self._connection, {}, {}
+        with _translated():
+            sibling._channel = self._connection.channel()
+            sibling._channel.confirm_delivery()
+        return sibling
+
     # ------------------------------------------------------------ topology
 
     def declare(self, topology: Topology) -> None:
