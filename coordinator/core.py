@@ -74,7 +74,7 @@ class CoordinatorCore:
                 bind_tasks: bool) -> CoordinatorCore:
         """The core of the job `settings` describe, starting from `weights`."""
         return cls(weights=weights, strategy=strategy,
-                   max_staleness=0 if strategy.synchronous else settings.max_staleness,
+                   max_staleness=0 if strategy.synchronous else settings.staleness_limit(),
                    training=TrainingSettings(local_epochs=settings.local_epochs,
                                              batch_size=settings.batch_size,
                                              learning_rate=settings.learning_rate),
