@@ -1,4 +1,4 @@
-"""The default max_staleness follows the fleet: twice the versions made while a task is in flight."""
+"""The default max_staleness follows the fleet: twice the versions made while a task trains."""
 
 from __future__ import annotations
 
