@@ -78,6 +78,16 @@ class Broker:
         channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         return channel
 
+    def open_channel(self) -> Broker:
+        """Another confirm-mode channel on this connection, as a Broker of its own (simulated
+        fleets put many workers on one connection; serve them all with this one's `process`)."""
+        sibling = Broker.__new__(Broker)
+        sibling._connection, sibling._queues_by_tag, sibling._on_cancel = self._connection, {}, {}
+        sibling._claims = []
+        with translated():
+            sibling._channel = sibling._open_channel()
+        return sibling
+
     # ------------------------------------------------------------ topology
 
     def declare(self, topology: Topology) -> None:

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from common import wire
+from common import sealed_wire, wire
 from common.errors import DecodeError
 from common.identity import Identity
 from common.messages import Message
@@ -48,29 +48,27 @@ class Codec:
         `recipients` (none: signed only, readable by anyone who can read the queue)."""
         if self.identity is None:
             return wire.encode(message)
-        return wire.encode_sealed(message, self.identity, recipients)
+        return sealed_wire.encode_sealed(message, self.identity, recipients)
 
     def decode(self, body: bytes | bytearray, expect: type[T],
                trusted: Mapping[str, Ed25519PublicKey] | None = None) -> Opened[T]:
         """The message of `body`, which must be an `expect`; sealed mode accepts only signers
         in `trusted` (name -> Ed25519 key). Raises DecodeError (or its SealError) with the
         reason and, once the header is read, the task it names."""
+        if self.identity is None:
+            return Opened(wire.decode(body, expect, self.max_bytes))  # arrays: no copy
         envelope = wire.unpack_envelope(body, self.max_bytes)
         try:
-            if self.identity is None:
-                return Opened(wire.open_plain(envelope, expect, self.max_bytes))
-            message, seal = wire.open_sealed(envelope, expect, trusted=trusted or {},
+            message, seal = sealed_wire.open_sealed(envelope, expect, trusted=trusted or {},
                                              me=self.identity, max_bytes=self.max_bytes)
             return Opened(message, seal)
         except DecodeError as exc:
-            task_id = envelope.header.get("task_id")
-            exc.task_id = task_id if isinstance(task_id, str) else None
+            exc.task_id = envelope.task_id
             raise
 
     def task_of(self, body: bytes) -> str | None:
         """The task id in a message's clear header, if it has one (for bookkeeping only)."""
         try:
-            task_id = wire.unpack_envelope(body, self.max_bytes).header.get("task_id")
+            return wire.unpack_envelope(body, self.max_bytes).task_id
         except DecodeError:
             return None
-        return task_id if isinstance(task_id, str) else None

@@ -1,7 +1,7 @@
 """The wire format: msgpack envelopes with a schema number, a kind, header fields and payload bytes.
 
-The only module that imports msgpack. Roles do not call it directly: common/codec.py chooses plain
-or sealed messages for them.
+The only module that imports msgpack (with its bulk path, common/wire_bulk.py). Roles do not
+call it directly: common/codec.py chooses plain or sealed messages for them.
 
 Never pickle: a pickled body can run arbitrary code on the coordinator, and updates come from other
 organisations. Arrays travel as {dtype, shape, data} with an allowlist of plain numeric dtypes and
@@ -15,16 +15,16 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 import numpy as np
 
-from common import identity, sealing
+from common import wire_bulk
 from common.errors import DecodeError
 from common.messages import MESSAGE_TYPES, Message
+from common.wire_bulk import Span
 
 SCHEMA = 1
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -48,6 +48,12 @@ class Envelope:
     schema: int = SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def task_id(self) -> str | None:
+        """The task its clear header names, if any (for bookkeeping, e.g. of a rejection)."""
+        task_id = self.header.get("task_id")
+        return task_id if isinstance(task_id, str) else None
+
 
 # ---------------------------------------------------------------- arrays
 
@@ -57,8 +63,9 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
     if little.dtype.str not in ALLOWED_DTYPES:
         raise DecodeError(f"dtype {array.dtype} is not allowed on the wire")
-    return {"dtype": little.dtype.str, "shape": list(little.shape),
-            "data": np.ascontiguousarray(little).tobytes()}
+    # a view, copied once: into the message (wire_bulk.pack)
+    data = np.ascontiguousarray(little).reshape(-1).view(np.uint8).data
+    return {"dtype": little.dtype.str, "shape": list(little.shape), "data": data}
 
 
 def decode_array(obj: Any) -> np.ndarray:
@@ -71,13 +78,15 @@ def decode_array(obj: Any) -> np.ndarray:
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(type(d) is int and d >= 0 for d in shape)):
         raise DecodeError(f"bad array shape {shape!r}")
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | memoryview | Span):
         raise DecodeError("array data must be bytes")
     expected = math.prod(shape) * np.dtype(dtype).itemsize
     if len(data) != expected:
         raise DecodeError(f"array data has {len(data)} bytes, shape {shape} needs {expected}")
+    source, offset = (data.source, data.offset) if isinstance(data, Span) else (data, 0)
     try:
-        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+        return np.frombuffer(source, dtype=np.dtype(dtype), count=math.prod(shape),
+                             offset=offset).reshape(shape)
     except ValueError as exc:  # e.g. a zero-size shape with a dimension numpy cannot hold
         raise DecodeError(f"bad array shape {shape!r}: {exc}") from None
 
@@ -90,11 +99,15 @@ def pack_envelope(envelope: Envelope) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def _unpack(data: bytes | bytearray, max_bytes: int, what: str) -> Any:
+def _check_body(data: bytes | bytearray, max_bytes: int, what: str) -> None:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"{what} must be bytes")
     if len(data) > max_bytes:
         raise DecodeError(f"{what} of {len(data)} bytes exceeds the limit of {max_bytes}")
+
+
+def _unpack(data: bytes | bytearray, max_bytes: int, what: str) -> Any:
+    _check_body(data, max_bytes, what)
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
                                ext_hook=_refuse_ext)
@@ -104,13 +117,38 @@ def _unpack(data: bytes | bytearray, max_bytes: int, what: str) -> Any:
         raise DecodeError(f"{what} is not valid msgpack: {type(exc).__name__}: {exc}") from None
 
 
+def _unpack_payload(data: bytes | Span, max_bytes: int) -> Any:
+    """A payload: like `_unpack`, but large binaries stay where they lie (wire_bulk.Span)."""
+    if len(data) > max_bytes:
+        raise DecodeError(f"payload of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return wire_bulk.unpack(data if isinstance(data, Span) else bytes(data))
+    except DecodeError as exc:
+        raise DecodeError(f"payload is not valid msgpack: {exc}") from None
+
+
 def _refuse_ext(code: int, data: bytes) -> None:
     raise DecodeError(f"msgpack extension type {code} is not allowed")
 
 
 def unpack_envelope(body: bytes | bytearray, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Parse the outer envelope; the payload stays opaque bytes."""
-    obj = _unpack(body, max_bytes, "message body")
+    return _envelope(_unpack(body, max_bytes, "message body"))[0]
+
+
+def _unpack_in_place(body: bytes | bytearray, max_bytes: int) -> tuple[Envelope, bytes | Span]:
+    """`unpack_envelope`, with a large payload left in the body (a Span) instead of copied;
+    the envelope's own `payload` is then empty."""
+    _check_body(body, max_bytes, "message body")
+    try:
+        obj = wire_bulk.unpack(body if isinstance(body, bytes) else bytes(body))
+    except DecodeError as exc:
+        raise DecodeError(f"message body is not valid msgpack: {exc}") from None
+    return _envelope(obj)
+
+
+def _envelope(obj: Any) -> tuple[Envelope, bytes | Span]:
+    """The envelope of a parsed body, and its payload."""
     if not isinstance(obj, dict):
         raise DecodeError("message body must be a map")
     schema, kind = obj.pop("schema", None), obj.pop("kind", None)
@@ -119,11 +157,12 @@ def unpack_envelope(body: bytes | bytearray, max_bytes: int = DEFAULT_MAX_BYTES)
     if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise DecodeError(f"unknown message kind {kind!r}")
     header, payload = obj.pop("header", None), obj.pop("payload", None)
-    if not isinstance(header, dict) or not isinstance(payload, bytes):
+    if not isinstance(header, dict) or not isinstance(payload, bytes | Span):
         raise DecodeError("envelope needs a header map and payload bytes")
     if not all(isinstance(key, str) for key in header):
         raise DecodeError(f"{kind}: header field names must be text")
-    return Envelope(kind=kind, header=header, payload=payload, schema=schema, extra=obj)
+    return Envelope(kind=kind, header=header, payload=payload if isinstance(payload, bytes)
+                    else b"", schema=schema, extra=obj), payload
 
 
 # ---------------------------------------------------------------- messages
@@ -133,14 +172,14 @@ def to_envelope(message: Message) -> Envelope:
     values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
     payload = {name: _to_wire(values.pop(name)) for name in message.PAYLOAD}
     header = {name: _to_wire(value) for name, value in values.items()}
-    return Envelope(kind=message.KIND, header=header,
-                    payload=msgpack.packb(payload, use_bin_type=True))
+    return Envelope(kind=message.KIND, header=header, payload=wire_bulk.pack(payload))
 
 
-def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
-    """Rebuild and type-check the message an envelope carries."""
+def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES,
+                  carried: bytes | Span | None = None) -> Message:
+    """Rebuild and type-check the message an envelope carries (its payload, or `carried`)."""
     cls = MESSAGE_TYPES[envelope.kind]
-    payload = _unpack(envelope.payload, max_bytes, "payload")
+    payload = _unpack_payload(envelope.payload if carried is None else carried, max_bytes)
     if not isinstance(payload, dict) or set(payload) != set(cls.PAYLOAD):
         raise DecodeError(f"{envelope.kind} payload must hold exactly {list(cls.PAYLOAD)}")
     if set(envelope.header) & set(cls.PAYLOAD):
@@ -161,28 +200,41 @@ def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES) -> Mes
 
 
 def encode(message: Message) -> bytes:
-    """Message to bytes for the broker."""
-    return pack_envelope(to_envelope(message))
+    """Message to bytes for the broker: `pack_envelope(to_envelope(message))`, byte for byte,
+    with the arrays' memory copied once (into the body) instead of through a payload first."""
+    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    payload = wire_bulk.pieces({name: _to_wire(values.pop(name)) for name in message.PAYLOAD})
+    header = {name: _to_wire(value) for name, value in values.items()}
+    head = {"schema": SCHEMA, "kind": message.KIND, "header": header, "payload": b""}
+    prefix = msgpack.packb(head, use_bin_type=True)[:-2]  # without the empty payload's c4 00
+    size = sum(piece.nbytes if isinstance(piece, memoryview) else len(piece) for piece in payload)
+    return b"".join([prefix, wire_bulk.bin_header(size), *payload])
 
 
-def decode(body: bytes, expect: type[T] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> T:
-    """Bytes from the broker to a message, optionally insisting on one message class."""
-    return open_plain(unpack_envelope(body, max_bytes), expect, max_bytes)
+def decode(body: bytes | bytearray, expect: type[T] | None = None,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """Bytes from the broker to a message, optionally insisting on one message class. The
+    arrays of a large message are read-only views of `body` (no copy at all). A DecodeError
+    raised once the envelope is read carries the task id its header names."""
+    envelope, payload = _unpack_in_place(body, max_bytes)
+    try:
+        return expect_kind(from_envelope(envelope, max_bytes, payload), expect)
+    except DecodeError as exc:
+        exc.task_id = envelope.task_id
+        raise
 
 
 def open_plain(envelope: Envelope, expect: type[T] | None = None,
                max_bytes: int = DEFAULT_MAX_BYTES) -> T:
     """The message an unsealed envelope carries, optionally insisting on one message class."""
-    return _expected(from_envelope(envelope, max_bytes), expect)
+    return expect_kind(from_envelope(envelope, max_bytes), expect)
 
 
-def _expected(message: Message, expect: type[T] | None) -> T:
+def expect_kind(message: Message, expect: type[T] | None) -> T:
     if expect is not None and not isinstance(message, expect):
         raise DecodeError(f"expected {expect.KIND}, got {message.KIND}")  # type: ignore[attr-defined]
     return typing.cast(T, message)
 
-
-# ---------------------------------------------------------------- sealed messages
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
@@ -196,46 +248,6 @@ def seal_context(envelope: Envelope) -> bytes:
     """The bytes a seal signs and binds besides the payload: schema, kind and sorted header."""
     return msgpack.packb([envelope.schema, envelope.kind, _canonical(envelope.header)],
                          use_bin_type=True)
-
-
-def encode_sealed(message: Message, signer: identity.Identity,
-                  recipients: Mapping[str, Any] | None = None) -> bytes:
-    """Message to bytes, signed by `signer` and (with recipients) its payload encrypted to them.
-
-    `recipients` maps names to X25519 public keys; None or empty signs without encrypting.
-    """
-    envelope = to_envelope(message)
-    payload, seal = sealing.seal(envelope.payload, seal_context(envelope), signer, recipients)
-    return pack_envelope(dataclasses.replace(envelope, payload=payload,
-                                             extra={"seal": seal.to_wire()}))
-
-
-def decode_sealed(body: bytes, expect: type[T], *, trusted: Mapping[str, Any],
-                  me: identity.Identity | None = None,
-                  max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
-    """Bytes from the broker to a verified (and, if encrypted, decrypted) message."""
-    return open_sealed(unpack_envelope(body, max_bytes), expect, trusted=trusted, me=me,
-                       max_bytes=max_bytes)
-
-
-def open_sealed(envelope: Envelope, expect: type[T], *, trusted: Mapping[str, Any],
-                me: identity.Identity | None = None,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[T, sealing.Seal]:
-    """Verify the signer against `trusted` (name -> Ed25519 public key), decrypt, decode.
-
-    Raises SealError (unsealed, unknown signer, bad signature, not for us, undecryptable) before
-    any payload byte is parsed, or DecodeError for a malformed message.
-    """
-    if set(envelope.extra) != {"seal"}:
-        raise sealing.SealError("unsealed", "message carries no seal (or unknown outer fields)")
-    seal = sealing.Seal.from_wire(envelope.extra["seal"])
-    context = seal_context(envelope)
-    sealing.verify(envelope.payload, context, seal, trusted)
-    if seal.encrypted and me is None:
-        raise sealing.SealError("not_a_recipient", "encrypted message, but no key to open it")
-    payload = sealing.unseal(envelope.payload, context, seal, me) if me else envelope.payload
-    message = from_envelope(dataclasses.replace(envelope, payload=payload, extra={}), max_bytes)
-    return _expected(message, expect), seal
 
 
 def _to_wire(value: Any) -> Any:

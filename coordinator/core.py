@@ -82,7 +82,7 @@ class CoordinatorCore:
             guard = NormGuard(settings.max_update_norm_factor,
                               reference_norm(weights, local_clip, settings.dp_noise_multiplier))
         return cls(weights=weights, strategy=strategy,
-                   max_staleness=0 if strategy.synchronous else settings.max_staleness,
+                   max_staleness=0 if strategy.synchronous else settings.staleness_limit(),
                    training=TrainingSettings(local_epochs=settings.local_epochs,
                                              batch_size=settings.batch_size,
                                              learning_rate=settings.learning_rate),

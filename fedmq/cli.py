@@ -75,14 +75,18 @@ class _BenchGroup(click.Group):
     when its command is used (or its help shown)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["time-to-accuracy"]
+        return ["scale", "time-to-accuracy"]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name != "time-to-accuracy":
-            return None
-        from bench.time_to_accuracy import main as time_to_accuracy
+        if cmd_name == "time-to-accuracy":
+            from bench.time_to_accuracy import main as time_to_accuracy
 
-        return time_to_accuracy
+            return time_to_accuracy
+        if cmd_name == "scale":
+            from bench.scale import main as scale
+
+            return scale
+        return None
 
 
 @main.group(cls=_BenchGroup)

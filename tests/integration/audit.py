@@ -116,7 +116,7 @@ def replay(applied: list[str], at_versions: list[int], sent: dict[str, WeightUpd
     weights = [np.array(w) for w in models.build(name, coordinator.seed).get_weights()]
     strategy = make_strategy(coordinator)
     core = CoordinatorCore(weights=weights, strategy=strategy,
-                           max_staleness=coordinator.max_staleness,
+                           max_staleness=coordinator.staleness_limit(),
                            training=TrainingSettings(), job=coordinator.job)
     core.issued = {update.task_id for update in sent.values()}
     for update_id, version in zip(applied, at_versions, strict=True):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import identity, sealing, wire
+from common import identity, sealed_wire, sealing, wire
 from common.amqp import Broker, Delivery
 from common.errors import DecodeError
 from common.messages import (
@@ -72,7 +72,7 @@ class SealedJob:
 
     def model(self) -> GlobalModel:
         """The current model, asked for and opened as registered worker w0 would."""
-        model, _ = wire.decode_sealed(self.model_body(), GlobalModel,
+        model, _ = sealed_wire.decode_sealed(self.model_body(), GlobalModel,
                                       trusted={"coordinator": self.coordinator().signing},
                                       me=self.identity("w0"))
         return model
@@ -96,7 +96,7 @@ class SealedJob:
             if delivery is None:
                 return None
             self.broker.ack(delivery)
-            task, _ = wire.decode_sealed(delivery.body, TrainTask,
+            task, _ = sealed_wire.decode_sealed(delivery.body, TrainTask,
                                          trusted={"coordinator": self.coordinator().signing})
             return task
         return wait_for(take, 30, "a signed task")
@@ -124,7 +124,7 @@ def forge(job: SealedJob, signer: identity.Identity, task_id: str, model: Global
                           task_id=task_id, base_version=model.version, num_examples=50,
                           train_seconds=0.1, weights=tuple(np.array(w) + 0.01
                                                            for w in model.weights))
-    return wire.encode_sealed(update, signer, {"coordinator": job.coordinator().encryption})
+    return sealed_wire.encode_sealed(update, signer, {"coordinator": job.coordinator().encryption})
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,8 @@ def test_messages_captured_from_the_broker_contain_no_decodable_weights(job: Sea
     coordinator = job.identity("coordinator")
     trusted = {n: job.identity(n).public().signing for n in ("w0", "w1")}
     for body in job.captured:
-        update, seal = wire.decode_sealed(body, WeightUpdate, trusted=trusted, me=coordinator)
+        update, seal = sealed_wire.decode_sealed(body, WeightUpdate, trusted=trusted,
+                                                 me=coordinator)
         assert seal.encrypted and update.worker_id in ("w0", "w1")
         assert not shows_weights(body, update.weights)
         # (the same update unsealed shows its weights: the check can fail)
@@ -211,24 +212,24 @@ def test_messages_captured_from_the_broker_contain_no_decodable_weights(job: Sea
 
     # And global models open only for registered workers, never for an unregistered key
     for body in models:
-        model, _ = wire.decode_sealed(body, GlobalModel,
+        model, _ = sealed_wire.decode_sealed(body, GlobalModel,
                                       trusted={"coordinator": job.coordinator().signing},
                                       me=job.identity("w1"))
         assert not shows_weights(body, model.weights)
         with pytest.raises(sealing.SealError, match="not_a_recipient"):
-            wire.decode_sealed(body, GlobalModel, trusted={"coordinator":
+            sealed_wire.decode_sealed(body, GlobalModel, trusted={"coordinator":
                                                            job.coordinator().signing},
                                me=job.identity("rogue"))
 
     # And the version notices on the model exchange are small and signed by the coordinator
     for body in notices:
-        notice, seal = wire.decode_sealed(body, ModelNotice,
+        notice, seal = sealed_wire.decode_sealed(body, ModelNotice,
                                           trusted={"coordinator": job.coordinator().signing})
         assert seal.signer == "coordinator" and notice.version >= 0 and len(body) < 1024
 
     # And tasks carry no weights, and are signed by the coordinator
     for body in tasks:
-        task, seal = wire.decode_sealed(body, TrainTask,
+        task, seal = sealed_wire.decode_sealed(body, TrainTask,
                                         trusted={"coordinator": job.coordinator().signing})
         assert seal.signer == "coordinator" and not seal.encrypted and task.task_id
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import identity, sealing, wire
+from common import identity, sealed_wire, sealing, wire
 from common.codec import Codec
 from common.errors import ConfigError, DecodeError, RejectedUpdate
 from common.messages import GlobalModel, TrainTask, WeightUpdate
@@ -36,7 +36,8 @@ def update(worker: str = "w0", task: str = "task-1", **changes: object) -> Weigh
 
 
 def sealed(message: WeightUpdate, signer: identity.Identity = W0) -> bytes:
-    return wire.encode_sealed(message, signer, {"coordinator": COORDINATOR.public().encryption})
+    return sealed_wire.encode_sealed(message, signer,
+                                     {"coordinator": COORDINATOR.public().encryption})
 
 
 def test_a_sealed_update_opens_for_the_coordinator_only() -> None:
@@ -44,12 +45,12 @@ def test_a_sealed_update_opens_for_the_coordinator_only() -> None:
     original = update()
     body = sealed(original)
     # When the coordinator opens it, then it gets the same update back
-    opened, seal = wire.decode_sealed(body, WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
+    opened, seal = sealed_wire.decode_sealed(body, WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
     assert opened.weights[0].tobytes() == original.weights[0].tobytes()
     assert opened.metrics == original.metrics and seal.signer == "w0"
     # And nobody else can: not another worker, not the plain codec
     with pytest.raises(sealing.SealError, match="not_a_recipient"):
-        wire.decode_sealed(body, WeightUpdate, trusted=TRUSTED, me=W1)
+        sealed_wire.decode_sealed(body, WeightUpdate, trusted=TRUSTED, me=W1)
     with pytest.raises(DecodeError):
         wire.decode(body)
 
@@ -63,36 +64,37 @@ def test_flipping_any_byte_of_a_sealed_update_is_detected(data: st.DataObject) -
     body[position] ^= 1 << data.draw(st.integers(0, 7))
     # When the coordinator opens it, then it refuses (seal error or undecodable), never accepts
     with pytest.raises((sealing.SealError, DecodeError)):
-        wire.decode_sealed(bytes(body), WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
+        sealed_wire.decode_sealed(bytes(body), WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
 
 
 def test_an_unregistered_signer_and_a_forged_name_are_refused() -> None:
     rogue = identity.Identity.generate("rogue")
     with pytest.raises(sealing.SealError, match="unknown_worker"):
-        wire.decode_sealed(sealed(update("rogue"), rogue), WeightUpdate, trusted=TRUSTED,
+        sealed_wire.decode_sealed(sealed(update("rogue"), rogue), WeightUpdate, trusted=TRUSTED,
                            me=COORDINATOR)
     impostor = dataclasses.replace(rogue, name="w0")
     with pytest.raises(sealing.SealError, match="bad_signature"):
-        wire.decode_sealed(sealed(update(), impostor), WeightUpdate, trusted=TRUSTED,
+        sealed_wire.decode_sealed(sealed(update(), impostor), WeightUpdate, trusted=TRUSTED,
                            me=COORDINATOR)
 
 
 def test_signed_tasks_and_sealed_models_for_many_workers() -> None:
     task = TrainTask(task_id="t", job="j", min_version=0)
-    body = wire.encode_sealed(task, COORDINATOR)
+    body = sealed_wire.encode_sealed(task, COORDINATOR)
     trusted = {"coordinator": COORDINATOR.public().signing}
-    assert wire.decode_sealed(body, TrainTask, trusted=trusted)[0] == task
+    assert sealed_wire.decode_sealed(body, TrainTask, trusted=trusted)[0] == task
     model = GlobalModel(version=3, fingerprint="f", weights=(np.ones(5, np.float32),))
     recipients = {w.name: w.public().encryption for w in (W0, W1)}
-    body = wire.encode_sealed(model, COORDINATOR, recipients)
+    body = sealed_wire.encode_sealed(model, COORDINATOR, recipients)
     for worker in (W0, W1):
-        opened, _ = wire.decode_sealed(body, GlobalModel, trusted=trusted, me=worker)
+        opened, _ = sealed_wire.decode_sealed(body, GlobalModel, trusted=trusted, me=worker)
         assert opened.version == 3 and opened.weights[0].sum() == 5
 
 
 def test_an_unsealed_message_is_refused_in_sealed_mode() -> None:
     with pytest.raises(sealing.SealError, match="unsealed"):
-        wire.decode_sealed(wire.encode(update()), WeightUpdate, trusted=TRUSTED, me=COORDINATOR)
+        sealed_wire.decode_sealed(wire.encode(update()), WeightUpdate, trusted=TRUSTED,
+                                  me=COORDINATOR)
 
 
 @dataclasses.dataclass
