@@ -40,6 +40,7 @@ class Receiver:
                  core: CoordinatorCore, outbox: Outbox, commit: Commit, progress: Progress,
                  record: JobRecord, version_made: VersionMade) -> None:
         self.job = settings.job
+        self.max_message_bytes = settings.max_message_bytes
         self.codec, self.admission, self.core = codec, admission, core
         self.outbox, self.commit, self.progress, self.record = outbox, commit, progress, record
         self.version_made = version_made
@@ -60,6 +61,12 @@ class Receiver:
     def on_update(self, broker: Broker, delivery: Delivery) -> None:
         if chunks.is_chunk(delivery.headers):
             self.intake.chunk(broker, delivery)  # calls _on_body once the update is whole
+        elif len(delivery.body) > self.max_message_bytes:  # a sender would have chunked it
+            self.record.bytes_received += len(delivery.body)
+            self._handle_outcome(broker, delivery, None, self.core.reject(
+                "decode_error", f"message body of {len(delivery.body)} bytes exceeds the limit "
+                                f"of {self.max_message_bytes} (larger bodies travel in chunks)"))
+            self._ack(broker, delivery)
         else:
             self._on_body(broker, delivery, delivery.body)
 
