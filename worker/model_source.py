@@ -36,13 +36,15 @@ class ModelSource:
 
     def __init__(self, worker_id: str, topology: Topology, codec: Codec,
                  trusted: Mapping[str, Any] | None, fingerprint: str,
-                 too_large: Callable[[str, bytes], bool]) -> None:
+                 too_large: Callable[[str, bytes], bool],
+                 wrong_model: Callable[[GlobalModel], None]) -> None:
         self.worker_id = worker_id
         self.topology = topology
         self.codec = codec
         self.trusted = trusted  # whose signature a model needs (sealed mode)
         self.fingerprint = fingerprint  # this worker's architecture
         self.too_large = too_large  # True (and the worker stops) for a body over its limit
+        self.wrong_model = wrong_model  # another architecture than this worker's: it stops
         self.latest: GlobalModel | None = None
         self.last_chunk_at = 0.0  # when a chunk of a model reply last arrived
         self.chunked_up_to(2 * 1024 ** 3)
@@ -90,8 +92,7 @@ class ModelSource:
             log.warning("ignored a model that cannot be opened: %s", exc.reason)
             return
         if model.fingerprint != self.fingerprint:
-            log.error("ignored model version %d: architecture %s, this worker has %s",
-                      model.version, model.fingerprint, self.fingerprint)
+            self.wrong_model(model)  # it can never train for this job
             return
         if self.latest is None or model.version > self.latest.version:
             self.latest = model
