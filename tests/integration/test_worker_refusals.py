@@ -101,7 +101,7 @@ def test_a_worker_stops_before_its_own_epsilon_budget_is_exceeded(
     # When it has sent 4 updates, then it refuses the 5th task and stops by itself
     assert procs.wait(worker, 180) == 0, worker.log()[-3000:]
     log = worker.log()
-    assert "privacy budget: update 5 would bring epsilon to 5.38" in log, log[-3000:]
+    assert "privacy budget: update 5 would bring epsilon to 5.378 > budget 5.0" in log, log[-3000:]
     assert "stopped after 4 tasks" in log
     # and the coordinator received exactly 4 updates from it: nothing past the budget was sent
     procs.stop_all()
