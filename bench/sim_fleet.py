@@ -74,7 +74,7 @@ class SimWorker:
     def __init__(self, worker_id: str, broker: Broker, fleet: Fleet, due: list[Any]) -> None:
         self.fleet, self.broker, self.due = fleet, broker, due
         self.source = ModelSource(worker_id, fleet.topology, fleet.codec, None,
-                                  fleet.fingerprint, lambda what, body: False)
+                                  fleet.fingerprint)
         self.task: tuple[Delivery, TrainTask] | None = None
         self.asked_at = 0.0
         self.waiting_since = 0.0

@@ -3,9 +3,13 @@
 Sealed mode (the coordinator has an identity) accepts only updates signed by a registered worker
 (the registry file is re-read when it changes: `fedmq keys register` while running) and rejects
 replays: an update id or a nonce seen before, and an update whose signer is not the worker it
-names. With differential privacy, every update a worker sends (local DP) counts against its
-epsilon budget in a `PrivacyLedger`; central DP spends from the same ledger when a buffer is
-combined. Decoding is the codec's job (common/codec.py); task ownership is the core's.
+names. An update whose id was already accepted is not a replay but a redelivery (the coordinator
+died before acking it): it goes on to the core as a duplicate, is never charged again, and only its
+signer is checked. The nonces and ids seen are checkpointed in the same file as the accepted ids
+(lifecycle.py), so after a restart both agree. With differential privacy, every update a worker
+sends (local DP) counts against its epsilon budget in a `PrivacyLedger`; central DP spends from
+the same ledger when a buffer is combined. Decoding is the codec's job (common/codec.py); task
+ownership is the core's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +71,7 @@ class Signers:
 
     def check(self, opened: Opened[WeightUpdate]) -> None:
         """Reject a replay (nonce or update id seen before) or a signer that is not the worker
-        the update names."""
+        the update names. An update already accepted never comes here (`Admission.admit`)."""
         update, seal = opened.message, opened.seal
         assert seal is not None, "a sealed coordinator's codec opens only sealed updates"
         if seal.nonce in self.seen_nonces or update.update_id in self.seen_updates:
@@ -74,6 +79,13 @@ class Signers:
                                  f"{seal.nonce.hex()}) was received before")
         self.seen_nonces.add(seal.nonce)
         self.seen_updates.add(update.update_id)
+        self.check_identity(opened)
+
+    @staticmethod
+    def check_identity(opened: Opened[WeightUpdate]) -> None:
+        """Reject an update signed by another worker than the one it names."""
+        update, seal = opened.message, opened.seal
+        assert seal is not None, "a sealed coordinator's codec opens only sealed updates"
         if seal.signer != update.worker_id:
             raise RejectedUpdate("identity_mismatch", f"signed by {seal.signer!r} but names "
                                  f"worker {update.worker_id!r}")
@@ -115,10 +127,22 @@ class Admission:
         """Who may read a global model (None: plain mode, anyone on the broker)."""
         return None if self.signers is None else self.signers.readers()
 
-    def check_signer(self, opened: Opened[WeightUpdate]) -> None:
-        """Sealed mode: reject replays and signers that are not the worker named."""
+    def admit(self, opened: Opened[WeightUpdate], accepted: Container[str],
+              claim: Callable[[WeightUpdate], None]) -> bool:
+        """Every check before the core's: True if the update was accepted before (a
+        redelivery after a crash: the core counts it as a duplicate; it is neither a replay
+        nor charged again, and in sealed mode only its signer is checked). Otherwise, in this
+        order: replay and signer (sealed mode), the task's single answer (`claim`, the core's),
+        the worker's privacy budget (charged once per update id). Raises RejectedUpdate."""
+        if opened.message.update_id in accepted:
+            if self.signers is not None:
+                self.signers.check_identity(opened)
+            return True
         if self.signers is not None:
             self.signers.check(opened)
+        claim(opened.message)
+        self.charge(opened.message)
+        return False
 
     def charge(self, update: WeightUpdate) -> None:
         """Local DP: count the update against its worker's budget; reject it past the budget."""

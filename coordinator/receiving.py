@@ -106,13 +106,12 @@ class Receiver:
 
     def _judge(self, broker: Broker, delivery: Delivery | None,
                opened: Opened[WeightUpdate]) -> None:
-        """The checks before the core's validation (signer and replay in sealed mode, task
-        ownership, the worker's privacy budget), then the core's decision."""
+        """The checks before the core's validation (admission.py: an update accepted before
+        is a duplicate; else signer and replay in sealed mode, task ownership, the worker's
+        privacy budget), then the core's decision."""
         update = opened.message
         try:
-            self.admission.check_signer(opened)
-            self.core.claim(update)
-            self.admission.charge(update)
+            self.admission.admit(opened, self.core.accepted_ids, self.core.claim)
         except RejectedUpdate as exc:
             self._handle_outcome(broker, delivery, None,
                                  self.core.reject(exc.code, exc.reason, update.task_id))

@@ -35,21 +35,20 @@ class ModelSource:
     """The freshest global model this worker has received, and its requests for newer ones."""
 
     def __init__(self, worker_id: str, topology: Topology, codec: Codec,
-                 trusted: Mapping[str, Any] | None, fingerprint: str,
-                 too_large: Callable[[str, bytes], bool]) -> None:
+                 trusted: Mapping[str, Any] | None, fingerprint: str, *,
+                 max_body_bytes: int = 2 * 1024 ** 3,
+                 too_large: Callable[[str, bytes], bool] = lambda what, body: False,
+                 wrong_model: Callable[[GlobalModel], None] = lambda model: None) -> None:
         self.worker_id = worker_id
         self.topology = topology
         self.codec = codec
         self.trusted = trusted  # whose signature a model needs (sealed mode)
         self.fingerprint = fingerprint  # this worker's architecture
         self.too_large = too_large  # True (and the worker stops) for a body over its limit
+        self.wrong_model = wrong_model  # another architecture than this worker's: it stops
         self.latest: GlobalModel | None = None
         self.last_chunk_at = 0.0  # when a chunk of a model reply last arrived
-        self.chunked_up_to(2 * 1024 ** 3)
-
-    def chunked_up_to(self, max_body_bytes: int) -> None:
-        """Accept chunked model replies of up to `max_body_bytes` in all."""
-        self.reassembler = chunks.Reassembler(
+        self.reassembler = chunks.Reassembler(  # chunked replies of up to max_body_bytes
             chunks.MemoryStore(), max_body_bytes=max_body_bytes, max_partials=MODEL_PARTIALS,
             expiry_seconds=MODEL_REQUEST_RETRY_SECONDS)
 
@@ -90,8 +89,7 @@ class ModelSource:
             log.warning("ignored a model that cannot be opened: %s", exc.reason)
             return
         if model.fingerprint != self.fingerprint:
-            log.error("ignored model version %d: architecture %s, this worker has %s",
-                      model.version, model.fingerprint, self.fingerprint)
+            self.wrong_model(model)  # it can never train for this job
             return
         if self.latest is None or model.version > self.latest.version:
             self.latest = model

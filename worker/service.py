@@ -24,7 +24,7 @@ from common.codec import Codec
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.identity import PublicIdentity, load_identity, load_public
 from common.leases import Lease
-from common.messages import TrainTask, WeightUpdate, new_id
+from common.messages import GlobalModel, TrainTask, WeightUpdate, new_id
 from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
@@ -61,8 +61,8 @@ class WorkerService:
         if not self.leasing:  # a fixed shard or a whole file: load (and check) it right away
             self._use_shard(settings.shard_index, settings.num_shards)
         self.models = ModelSource(self.worker_id, self.topology, self.codec, self._trusted(),
-                                  self.fingerprint, self._over_limit)
-        self.models.chunked_up_to(settings.max_body_bytes)
+                                  self.fingerprint, max_body_bytes=settings.max_body_bytes,
+                                  too_large=self._over_limit, wrong_model=self._wrong_model)
         self.training: threading.Thread | None = None
         self.held = TaskHold(settings.task_hold_seconds)
         self.stop = threading.Event()
@@ -110,6 +110,16 @@ class WorkerService:
         self._fail(too_large(what, len(body), limit))
         return True
 
+    def _wrong_model(self, model: GlobalModel) -> None:
+        """Another architecture than the coordinator's: this worker could never train for the
+        job (and would hold its shard lease for nothing), so it stops (issue 14, item 6)."""
+        name = models.resolve_name(self.settings.model, self.settings.dataset)
+        self._fail(f"the coordinator's model (version {model.version}) has architecture "
+                   f"{model.fingerprint} (layer shapes {[w.shape for w in model.weights]}); "
+                   f"this worker's model {name!r} has {self.fingerprint} (layer shapes "
+                   f"{[w.shape for w in self.model.get_weights()]}): start the worker with the "
+                   f"coordinator's --model and --dataset")
+
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
         """Load the training data of `shard` unless it is the one already loaded."""
         if self.shard == (shard, num_shards):
@@ -155,6 +165,8 @@ class WorkerService:
                 return
             self.models.fetch(broker, lambda: not self.stop.is_set() and
                               not lease.revoked.is_set())
+            if self.stop.is_set():  # stopped, or failed (another architecture), meanwhile
+                return
             lease.check()
             consumer = broker.consume(self.topology.tasks,
                                       lambda d: self._on_task(broker, d), prefetch=1)

@@ -16,7 +16,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -348,52 +348,91 @@ def test_a_task_lasting_three_heartbeats_is_applied_once(
 # ---------------------------------------------------------------- 5. garbage on the updates queue
 
 
-def bad_bodies(count: int, max_bytes: int, rng: np.random.Generator) -> Iterator[bytes]:
-    """Malformed, truncated, oversized, random and wrongly-shaped bodies, cycling through kinds."""
-    template = tuple(models.build("digits_mlp", SEED).get_weights())
+KINDS = 9
+TARGETED = {4: "non_finite", 5: "shape_mismatch", 8: "dtype_mismatch"}  # kind -> its code
 
-    def forged(weights: tuple[np.ndarray, ...], task_id: str | None = None) -> bytes:
+
+def bad_bodies(count: int, max_bytes: int, rng: np.random.Generator, tasks: list[str],
+               version: Callable[[], int], template: tuple[np.ndarray, ...]) -> Iterator[bytes]:
+    """Malformed, truncated, oversized, random and wrongly-shaped bodies, cycling through kinds.
+    The NaN, wrong-shape and wrong-dtype ones answer `tasks`: issued by the coordinator and never
+    answered (an answered task refuses every other update before validation), from a version
+    the coordinator has (`version()`, read again every 500 bodies), so each passes the task,
+    ownership and version checks and reaches the check it targets."""
+
+    def forged(weights: tuple[np.ndarray, ...], task_id: str | None = None,
+               base_version: int = 0) -> bytes:
         return wire.encode(WeightUpdate(update_id=new_id(), worker_id="w",
-                                        task_id=task_id or new_id(), base_version=0,
+                                        task_id=task_id or new_id(), base_version=base_version,
                                         num_examples=1, train_seconds=0.1, weights=weights))
 
     good_body = forged(template, task_id="t")
     for index in range(count):
-        kind = index % 8
+        if index % 500 == 0:
+            current = version()
+        real = {"task_id": tasks[index % len(tasks)], "base_version": current}
+        kind = index % KINDS
         if kind == 0:  # random bytes
             yield rng.bytes(int(rng.integers(0, 3000)))
         elif kind == 1:  # a valid update cut short
             yield good_body[:int(rng.integers(1, len(good_body)))]
         elif kind == 2:  # oversized (one in ten of this kind), else empty
-            yield rng.bytes(max_bytes + 1) if index % 80 == 2 else b""
+            yield rng.bytes(max_bytes + 1) if index % (10 * KINDS) == 2 else b""
         elif kind == 3:  # a valid envelope of the wrong kind
             yield wire.encode(ModelRequest(worker_id=f"x{index}"))
-        elif kind == 4:  # NaN weights
-            yield forged(tuple(np.full_like(w, math.nan) for w in template))
-        elif kind == 5:  # wrong shapes
-            yield forged((np.zeros(3, np.float32),))
+        elif kind == 4:  # NaN weights, for an issued task
+            yield forged(tuple(np.full_like(w, math.nan) for w in template), **real)
+        elif kind == 5:  # wrong shapes, for an issued task
+            yield forged((np.zeros(3, np.float32),), **real)
         elif kind == 6:  # one byte flipped
             body = bytearray(good_body)
             body[int(rng.integers(0, len(body)))] ^= 0xFF
             yield bytes(body)
-        else:  # an update for a task never issued
+        elif kind == 7:  # an update for a task never issued
             yield forged(template)
+        else:  # float64 weights of the right shapes, for an issued task
+            yield forged(tuple(w.astype(np.float64) for w in template), **real)
+
+
+def steal_tasks(broker: Broker, topology: Topology, count: int) -> list[str]:
+    """Take `count` tasks off the tasks queue and ack them unanswered (lost tasks)."""
+    stolen: list[str] = []
+
+    def take() -> bool:
+        while len(stolen) < count and (delivery := broker.get(topology.tasks)) is not None:
+            broker.ack(delivery)
+            stolen.append(wire.decode(delivery.body, TrainTask).task_id)
+        return len(stolen) >= count
+    wait_for(take, 120, f"{count} tasks to take")
+    return stolen
 
 
 def test_10000_bad_bodies_change_nothing(
         procs: Processes, broker: Broker, topology: Topology, management: Management,
         tmp_path: Path, undisturbed: float, amqp_url: str) -> None:
-    # Given a 200-update run of 4 workers, the updates they send tapped
-    out = tapped_workers(procs, broker, topology, tmp_path)
+    # Given a 200-update run of 4 workers, the updates they send tapped, and two of its first
+    # tasks taken off the queue before the workers start (issued, never answered: the fuzz
+    # bodies answer them; the first body for each makes the coordinator issue another task)
+    tap_updates(broker, topology)
+    out = tmp_path / "out"
     max_bytes = 256 * 1024
     settings = {**JOB, "out": out, "max_message_bytes": max_bytes, "drain_seconds": 180}
-    coordinator = procs.start("coordinator", wait_for_workers=WORKERS, **settings)
-    wait_for(lambda: checkpoint_version(out) >= 5, 120, "the first versions")
+    coordinator = procs.start("coordinator", **settings)  # tasks at once, workers or not
+    stolen = steal_tasks(broker, topology, 2)
+    for slot in range(WORKERS):
+        start_worker(procs, slot, 0, train_delay_seconds=0.1)
+    wait_for(lambda: checkpoint_version(out) >= 5, 180, "the first versions")
 
     # When 10,000 bad bodies are published straight to the updates queue during the run
     rng = np.random.default_rng(SEED)
-    for body in bad_bodies(10_000, max_bytes, rng):
-        broker.publish("", topology.updates, body)
+    template = tuple(models.build("digits_mlp", SEED).get_weights())
+    publisher = Broker(amqp_url, name="fedmq-test-fuzz")  # the fixture's may have idled out
+    try:
+        for body in bad_bodies(10_000, max_bytes, rng, stolen,
+                               lambda: checkpoint_version(out), template):
+            publisher.publish("", topology.updates, body)
+    finally:
+        publisher.close()
     assert coordinator.alive(), "the run ended before the bad bodies were all published"
 
     # Then the coordinator never crashed, every bad body was rejected and dead-lettered, and
@@ -401,6 +440,10 @@ def test_10000_bad_bodies_change_nothing(
     summary = finish_and_audit(procs, coordinator, amqp_url, topology, management, out,
                                undisturbed, settings)
     assert summary["updates_rejected"] == 10_000, summary["rejected_by_reason"]
+    # and each targeted kind reached the check it targets (issue 14, item 9)
+    reasons = summary["rejected_by_reason"]
+    for kind, code in TARGETED.items():
+        assert reasons.get(code) == len(range(kind, 10_000, KINDS)), (code, reasons)
     assert summary["expired_tasks"] == 0
     wait_for(lambda: (management.queue(topology.dead) or {}).get("messages") == 10_000, 30,
              "10,000 messages in the dead-letter queue")

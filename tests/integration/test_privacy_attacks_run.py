@@ -8,19 +8,24 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from common import privacy
+from common import models, privacy
+from common.amqp import Broker
+from common.topology import Topology
 from coordinator import checkpoint
-from tests.integration.support import Processes, read_summary, wait_for
+from tests.integration.audit import tap_name, tap_updates, tapped_updates
+from tests.integration.support import AMQP_URL, Processes, read_summary, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
-        procs: Processes, tmp_path: Path) -> None:
+        procs: Processes, broker: Broker, topology: Topology, tmp_path: Path) -> None:
     # Given local DP (clip 1, noise multiplier 4) and a budget of epsilon 5 at delta 1e-5,
-    # on the coordinator and on both workers
+    # on the coordinator and on both workers, and the updates they send tapped
+    tap_updates(broker, topology)
     out = tmp_path / "out"
     dp = {"dp_delta": 1e-5, "dp_epsilon_budget": 5.0}
     for index in range(2):
@@ -46,6 +51,23 @@ def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
         expected = max(privacy.epsilon(4.0, n, 1e-5) for n in releases.values())
         assert math.isclose(float(row["epsilon"]), expected, rel_tol=1e-9), row
     assert max(releases.values()) == 4  # eps(4) = 4.73 <= 5 < eps(5) = 5.38
+    # And the noise is really there (issue 14, item 8): an update trained from version 0 minus
+    # the initial model is the clipped delta (norm <= 1 over 4,810 weights: a std of at most
+    # 0.015) plus Gaussian noise of std z * C = 4 per coordinate
+    initial = models.build("digits_mlp", 0).get_weights()
+    fresh = Broker(AMQP_URL, name="fedmq-test-tap")  # the fixture's connection may idle out
+    try:
+        sent_updates = tapped_updates(fresh, topology)
+        fresh.delete_queue(tap_name(topology))
+    finally:
+        fresh.close()
+    first = [u for u in sent_updates.values() if u.base_version == 0]
+    assert first, "no update trained from version 0 was tapped"
+    for update in first:
+        sent = np.concatenate([(np.asarray(w, np.float64) - b).ravel()
+                               for w, b in zip(update.weights, initial, strict=True)])
+        assert abs(float(sent.std()) / 4.0 - 1.0) < 0.05, sent.std()
+        assert abs(float(sent.mean())) < 0.2, sent.mean()
 
 
 def epsilon_by_version(out: Path) -> list[float]:

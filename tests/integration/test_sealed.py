@@ -268,16 +268,22 @@ def test_tampering_with_one_byte_of_a_sealed_update_gets_it_rejected(job: Sealed
 
 
 def test_replaying_an_accepted_update_100_times_applies_it_0_more_times(job: SealedJob) -> None:
-    # Given an update the coordinator has already applied
+    # Given an update the coordinator has already applied, and a signed one it will reject
     before = job.model()
+    rejected = forge(job, job.identity("w0"), new_id(), before)
 
-    # When a broker operator publishes it again 100 times
+    # When a broker operator publishes the applied one again 100 times, then the rejected one
+    # twice
     for _ in range(REPLAYS):
         job.publish(job.captured[1])
+    job.publish(rejected)
+    job.publish(rejected)
 
-    # Then all 100 are rejected as replays, and the version and weights stay as they were
-    dead = job.dead_letters(REPLAYS)
-    assert {d.headers["x-fedmq-code"] for d in dead} == {"replayed"}
+    # Then the 100 are duplicates of an accepted update (acked and counted, as a redelivery
+    # after a crash is: issue 14, item 7), the rejected one's second copy is a replay, and the
+    # version and weights stay as they were
+    dead = job.dead_letters(2)
+    assert [d.headers["x-fedmq-code"] for d in dead] == ["unknown_task", "replayed"]
     after = job.model()
     assert after.version == before.version
     for old, new in zip(before.weights, after.weights, strict=True):
@@ -343,9 +349,10 @@ def test_the_run_still_completes_with_every_rejection_counted(job: SealedJob) ->
     assert summary["updates_applied"] == MAX_UPDATES
     assert summary["worker_ids"] == ["w0", "w1"]
     assert summary["rejected_by_reason"] == dict(job.dead_codes), job.dead_codes
-    assert summary["rejected_by_reason"] == {"bad_signature": 6, "replayed": REPLAYS,
-                                             "task_not_issued_to_worker": 1, "unknown_task": 1,
+    assert summary["rejected_by_reason"] == {"bad_signature": 6, "replayed": 1,
+                                             "task_not_issued_to_worker": 1, "unknown_task": 2,
                                              "unknown_worker": 4}
+    assert summary["duplicates"] >= REPLAYS
 
 
 def test_fedmq_run_sealed_makes_keys_and_completes(procs: Processes, tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.codec import Opened
+from common.errors import RejectedUpdate
 from common.messages import WeightUpdate
 from common.privacy import PrivacyLedger
+from common.sealing import Seal
 from coordinator import checkpoint
-from coordinator.admission import Admission
+from coordinator.admission import Admission, Signers
 from coordinator.core import CoordinatorCore
 from coordinator.history import History
 from coordinator.results import write_history
@@ -129,17 +132,37 @@ def test_expired_tasks_leave_flight_but_a_late_update_still_counts() -> None:
     assert core.handle(old_update).kind == "applied"
 
 
-def test_privacy_spending_and_replay_protection_survive_a_restart() -> None:
-    # Given an admission that has counted two releases of w1
-    admission = Admission(ledger=PrivacyLedger(1.0, 1e-5, budget=None))
-    admission.ledger.record("w1")  # type: ignore[union-attr]
-    admission.ledger.record("w1")  # type: ignore[union-attr]
-    # When its state is loaded into a fresh admission
-    fresh = Admission(ledger=PrivacyLedger(1.0, 1e-5, budget=None))
-    fresh.load_state(json.loads(json.dumps(admission.state())))
+def test_privacy_spending_and_replay_protection_survive_a_restart(tmp_path: Path) -> None:
+    # Given a sealed admission (signers and a privacy ledger) that has admitted two updates
+    # of w1, one of them accepted by the core
+    core = fresh_core()
+    admission = Admission(Signers(tmp_path / "registry.json"),
+                          PrivacyLedger(1.0, 1e-5, budget=None))
+    first = Opened(update_for(core, worker_id="w1"), Seal(signer="w1", nonce=b"1" * 12))
+    second = Opened(update_for(core, worker_id="w1"), Seal(signer="w1", nonce=b"2" * 12))
+    for opened in (first, second):
+        admission.admit(opened, core.accepted_ids, core.claim)
+    core.handle(first.message)
+    # When its state and the core's go through a real checkpoint into a fresh coordinator
+    path = tmp_path / checkpoint.CHECKPOINT_NAME
+    checkpoint.save(path, {"intake": admission.state(), "core": core.state()})
+    state = checkpoint.load(path)
+    fresh = Admission(Signers(tmp_path / "registry.json"), PrivacyLedger(1.0, 1e-5, budget=None))
+    fresh.load_state(state["intake"])
+    restored = fresh_core()
+    restored.load_state(state["core"])
     # Then the worker's spending carries on from two releases
     assert fresh.ledger is not None and fresh.ledger.releases["w1"] == 2
     assert fresh.epsilon() == admission.epsilon()
+    # and replay protection holds: the update not accepted is a replay (by id and by nonce)
+    with pytest.raises(RejectedUpdate, match="received before"):
+        fresh.admit(second, restored.accepted_ids, restored.claim)
+    reused = Opened(update_for(restored, worker_id="w1"), Seal(signer="w1", nonce=b"2" * 12))
+    with pytest.raises(RejectedUpdate, match="received before"):
+        fresh.admit(reused, restored.accepted_ids, restored.claim)
+    # while the accepted one, redelivered, is a duplicate that is not charged again
+    assert fresh.admit(first, restored.accepted_ids, restored.claim) is True
+    assert fresh.ledger.releases["w1"] == 2
 
 
 def test_a_second_coordinator_cannot_take_the_same_directory(tmp_path: Path) -> None:

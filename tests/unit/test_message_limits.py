@@ -62,7 +62,8 @@ def bare_worker(limit: int) -> Any:
 def test_a_model_over_the_workers_limit_stops_it_with_the_reason(
         caplog: pytest.LogCaptureFixture) -> None:
     service = bare_worker(100)
-    models = ModelSource("w", Topology(), Codec(100), None, "f", service._over_limit)
+    models = ModelSource("w", Topology(), Codec(100), None, "f",
+                         too_large=service._over_limit, wrong_model=service._wrong_model)
     for _ in range(3):  # replies to repeated requests: logged once
         models.on_reply(Delivery(body=b"m" * 150, tag=1, queue="model"))
     assert service.stop.is_set()
@@ -93,7 +94,8 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
     service.worker_id = "w"
     service.trainer = FakeTrainer()
     service.rng = np.random.default_rng(0)
-    service.models = ModelSource("w", Topology(), service.codec, None, "f", service._over_limit)
+    service.models = ModelSource("w", Topology(), service.codec, None, "f",
+                                 too_large=service._over_limit)
     service.models.latest = GlobalModel(version=0, fingerprint="f",
                                         weights=(np.zeros(1000, np.float32),))
     handed_back: list[Callable[[], None]] = []

@@ -100,7 +100,7 @@ def test_an_unsealed_message_is_refused_in_sealed_mode() -> None:
 @dataclasses.dataclass
 class SealedCoordinator:
     """The checks a sealed coordinator makes before its core validates an update, in the order
-    coordinator/session.py makes them: codec, signer and replay, task ownership."""
+    coordinator/receiving.py makes them: codec, signer and replay, task ownership."""
 
     codec: Codec
     admission: Admission
@@ -108,8 +108,7 @@ class SealedCoordinator:
 
     def open_update(self, body: bytes) -> WeightUpdate:
         opened = self.codec.decode(body, WeightUpdate, self.admission.trusted())
-        self.admission.check_signer(opened)
-        self.core.claim(opened.message)
+        self.admission.admit(opened, self.core.accepted_ids, self.core.claim)
         return opened.message
 
 
