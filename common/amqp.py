@@ -16,20 +16,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from common.amqp_errors import BrokerRefused, QueueMismatch, quiet_not_found, translated
-from common.errors import BrokerUnavailable, ConfigError
+from common.errors import BrokerUnavailable
 from common.topology import QueueSpec, Topology
 
 if TYPE_CHECKING:
-    from common.settings import ConnectionSettings
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +51,15 @@ class Broker:
     """A blocking connection with one channel in publisher-confirm mode."""
 
     def __init__(self, url: str, *, heartbeat: int = 30, name: str = "fedmq",
-                 ssl_options: Any | None = None) -> None:
+                 tls: tuple[ssl.SSLContext, str | None] | None = None) -> None:
         params = pika.URLParameters(url)
         params.heartbeat = heartbeat
         params.blocked_connection_timeout = 300
         params.connection_attempts = 1
         params.socket_timeout = 10
         params.client_properties = {"connection_name": name}
-        if ssl_options is not None:
-            params.ssl_options = ssl_options
+        if tls is not None:  # (a verifying context, the broker's host name)
+            params.ssl_options = pika.SSLOptions(*tls)
         try:
             with translated():
                 self._connection = pika.BlockingConnection(params)
@@ -296,26 +294,3 @@ class Broker:
         with contextlib.suppress(Exception):
             if self._connection.is_open:
                 self._connection.close()
-
-
-def tls_options(url: str, ca_file: Path | None = None, cert_file: Path | None = None,
-                key_file: Path | None = None) -> Any | None:
-    """pika SSL options for an amqps:// URL: verify the broker against `ca_file` (or the system
-    CAs) and its host name, and present a client certificate if one is given; None for amqp://."""
-    if not url.startswith("amqps://"):
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        if cert_file is not None:
-            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS files: {exc}") from None
-    return pika.SSLOptions(context, server_hostname=urlsplit(url).hostname)
-
-
-def connect(settings: ConnectionSettings, name: str) -> Broker:
-    """A Broker for the URL, heartbeat and TLS files of `settings`."""
-    options = tls_options(settings.amqp_url, settings.tls_ca_file, settings.tls_cert_file,
-                          settings.tls_key_file)
-    return Broker(settings.amqp_url, heartbeat=settings.heartbeat, name=name,
-                  ssl_options=options)

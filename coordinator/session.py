@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from common import leases, models
-from common.amqp import Broker, connect
+from common.amqp import Broker
 from common.codec import Codec
+from common.connection import connect
 from common.identity import load_identity
 from common.reconnect import run_with_reconnect
 from common.settings import CoordinatorSettings

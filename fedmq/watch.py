@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from common import wire
-from common.amqp import Delivery, connect
+from common.amqp import Delivery
+from common.connection import connect
 from common.errors import DecodeError
 from common.messages import Event
 from common.reconnect import run_with_reconnect

@@ -18,17 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from common import chunks, faults, limits, models, privacy
-from common.amqp import Broker, Delivery, connect
+from common import chunks, faults, limits, models
+from common.amqp import Broker, Delivery
 from common.codec import Codec
+from common.connection import connect
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
-from common.identity import PublicIdentity, load_identity, load_public
+from common.identity import load_identity, load_public
 from common.leases import Lease
 from common.messages import GlobalModel, TrainTask, WeightUpdate, new_id
 from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
-from worker import training_data
+from worker import refusals, training_data
 from worker.model_source import ModelSource
 from worker.shaping import shape_update
 from worker.task_hold import TaskHold
@@ -46,9 +47,12 @@ class WorkerService:
         identity = None if settings.identity is None else load_identity(settings.identity)
         self.codec = Codec(settings.max_body_bytes, identity)
         # sealed mode: only the coordinator's signature is trusted, updates are sealed to it
-        self.coordinator: PublicIdentity | None = None
+        self.trusted: dict[str, Any] | None = None
+        self.recipients: dict[str, Any] | None = None
         if settings.coordinator_key is not None and identity is not None:
-            self.coordinator = load_public(settings.coordinator_key)
+            coordinator = load_public(settings.coordinator_key)
+            self.trusted = {coordinator.name: coordinator.signing}
+            self.recipients = {coordinator.name: coordinator.encryption}
         self.worker_id = self._worker_id(settings)
         models.configure_tensorflow(settings.tf_threads)
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
@@ -60,7 +64,7 @@ class WorkerService:
         self.trainer: Trainer | None = None
         if not self.leasing:  # a fixed shard or a whole file: load (and check) it right away
             self._use_shard(settings.shard_index, settings.num_shards)
-        self.models = ModelSource(self.worker_id, self.topology, self.codec, self._trusted(),
+        self.models = ModelSource(self.worker_id, self.topology, self.codec, self.trusted,
                                   self.fingerprint, max_body_bytes=settings.max_body_bytes,
                                   too_large=self._over_limit, wrong_model=self._wrong_model)
         self.training: threading.Thread | None = None
@@ -73,12 +77,6 @@ class WorkerService:
         if settings.attack != "none":
             log.warning("ATTACK SIMULATION: this worker sends %s updates", settings.attack)
 
-    def _recipients(self) -> dict[str, Any] | None:
-        """Whom an update is sealed to: the coordinator (sealed mode only)."""
-        if self.coordinator is None:
-            return None
-        return {self.coordinator.name: self.coordinator.encryption}
-
     def _check_update_fits(self) -> None:
         """Stop at start if an update of this model could never be sent under the limit (an
         update is the whole model's weights), instead of training only to fail at every task."""
@@ -90,7 +88,7 @@ class WorkerService:
         limits.check_fits(f"an update of the model "
                           f"{models.resolve_name(self.settings.model, self.settings.dataset)!r} "
                           f"({parameters} parameters)", self.codec.encode(update,
-                                                                          self._recipients()),
+                                                                          self.recipients),
                           self.settings.max_body_bytes)
 
     def _fail(self, reason: str) -> None:
@@ -113,12 +111,9 @@ class WorkerService:
     def _wrong_model(self, model: GlobalModel) -> None:
         """Another architecture than the coordinator's: this worker could never train for the
         job (and would hold its shard lease for nothing), so it stops (issue 14, item 6)."""
-        name = models.resolve_name(self.settings.model, self.settings.dataset)
-        self._fail(f"the coordinator's model (version {model.version}) has architecture "
-                   f"{model.fingerprint} (layer shapes {[w.shape for w in model.weights]}); "
-                   f"this worker's model {name!r} has {self.fingerprint} (layer shapes "
-                   f"{[w.shape for w in self.model.get_weights()]}): start the worker with the "
-                   f"coordinator's --model and --dataset")
+        self._fail(refusals.wrong_model(
+            model, models.resolve_name(self.settings.model, self.settings.dataset),
+            self.fingerprint, [w.shape for w in self.model.get_weights()]))
 
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
         """Load the training data of `shard` unless it is the one already loaded."""
@@ -198,20 +193,6 @@ class WorkerService:
             self._use_shard(token.shard_index, token.num_shards)
         return lease
 
-    def _privacy_refusal(self, task: TrainTask) -> str | None:
-        """Why this worker must not answer `task` under its own epsilon budget (None: go on)."""
-        budget = self.settings.dp_epsilon_budget
-        if budget is None:
-            return None
-        if task.dp_noise_multiplier <= 0:
-            return f"the task asks for no DP noise and this worker has a budget of {budget}"
-        spent = privacy.epsilon(task.dp_noise_multiplier, self.releases + 1,
-                                self.settings.dp_delta)
-        if spent > budget:
-            return (f"update {self.releases + 1} would bring epsilon to {spent:.3f} > budget "
-                    f"{budget} (delta {self.settings.dp_delta})")
-        return None
-
     def _finish_in_hand(self, broker: Broker) -> None:
         """On shutdown: publish the task in hand if it ends within the grace period."""
         deadline = time.monotonic() + self.settings.shutdown_grace
@@ -222,18 +203,12 @@ class WorkerService:
 
     # ------------------------------------------------------------ messages
 
-    def _trusted(self) -> dict[str, Any] | None:
-        """Whose signature a task or model needs: the coordinator's (sealed mode only)."""
-        if self.coordinator is None:
-            return None
-        return {self.coordinator.name: self.coordinator.signing}
-
     def _on_task(self, broker: Broker, delivery: Delivery) -> None:
         if self._over_limit("a task", delivery.body):
             broker.reject(delivery, requeue=True)  # for a worker whose limit fits it
             return
         try:
-            task = self.codec.decode(delivery.body, TrainTask, self._trusted()).message
+            task = self.codec.decode(delivery.body, TrainTask, self.trusted).message
         except DecodeError as exc:
             log.warning("dead-lettering task that cannot be opened: %s", exc.reason)
             broker.reject(delivery, requeue=False)
@@ -241,7 +216,8 @@ class WorkerService:
         if self.training is not None or self.models.latest is None:
             broker.reject(delivery, requeue=True)
             return
-        refusal = self._privacy_refusal(task)
+        refusal = refusals.over_budget(task, self.releases, self.settings.dp_epsilon_budget,
+                                        self.settings.dp_delta)
         if refusal is not None:
             log.error("privacy budget: %s; handing the task back and stopping", refusal)
             broker.reject(delivery, requeue=True)
@@ -268,7 +244,7 @@ class WorkerService:
                                   num_examples=trainer.num_examples,
                                   train_seconds=result.seconds, weights=shaped.weights,
                                   is_delta=shaped.is_delta, metrics=result.metrics)
-            body = self.codec.encode(update, self._recipients())
+            body = self.codec.encode(update, self.recipients)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
             self._hand_back(broker, lambda: self._requeue(broker, delivery))

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from common.amqp import BrokerRefused, connect
+from common.amqp import BrokerRefused
+from common.connection import connect
 from common.errors import BrokerUnavailable
 from common.settings import ConnectionSettings
 from fedmq.management import Management

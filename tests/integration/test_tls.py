@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.amqp import BrokerRefused, connect
+from common.amqp import BrokerRefused
+from common.connection import connect
 from common.errors import BrokerUnavailable
 from common.settings import ConnectionSettings
 from fedmq.management import Management

@@ -90,7 +90,7 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
     service = bare_worker(2000)
     service.settings = WorkerSettings(max_message_bytes=2000, max_body_bytes=2000)
     service.codec = Codec(2000)
-    service.coordinator = None
+    service.recipients = None
     service.worker_id = "w"
     service.trainer = FakeTrainer()
     service.rng = np.random.default_rng(0)
