@@ -29,6 +29,9 @@ def test_a_flood_of_rejected_bodies_keeps_the_dead_letter_queue_bounded(
                               dead_letter_body_bytes=BODY_LIMIT, **SHAPE)
     wait_for(lambda: (management.queue(topology.dead) or {}).get("arguments", {})
              .get("x-max-length"), 120, "the bounded dead-letter queue")
+    # (a fresh job purges its updates queue before it consumes it: publish after that)
+    wait_for(lambda: (management.queue(topology.updates) or {}).get("consumers", 0) == 1, 120,
+             "the coordinator consuming its updates")
 
     # When 300 bodies that must be rejected (half of them 100 KB) reach the updates queue, and
     # the workers start
