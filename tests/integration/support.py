@@ -91,6 +91,13 @@ class Processes:
         return "\n".join(f"===== {p.name}\n{p.log()[-6000:]}" for p in self.started)
 
 
+def keys_cli(*args: str) -> str:
+    """`fedmq keys ARGS` as an operator runs it; its output."""
+    result = subprocess.run([sys.executable, "-m", "fedmq", "keys", *args],
+                            capture_output=True, text=True, check=True)
+    return result.stdout
+
+
 def read_summary(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from tests.integration.support import (
     AMQP_URL,
     MANAGEMENT_URL,
     Processes,
+    keys_cli,
     read_summary,
     wait_for,
 )
@@ -45,11 +44,6 @@ MAX_UPDATES = 16
 CAPTURE = 3
 REPLAYS = 100
 
-
-def keys_cli(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "fedmq", "keys", *args],
-                            capture_output=True, text=True, check=True)
-    return result.stdout
 
 
 @dataclass

@@ -6,8 +6,6 @@ spending may count an update twice."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +13,10 @@ import pytest
 from common.amqp import Broker
 from common.topology import Topology
 from coordinator import checkpoint
-from tests.integration.support import Processes, read_summary
+from tests.integration.support import Processes, keys_cli, read_summary
 
 pytestmark = pytest.mark.integration
 
-
-def keys_cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fedmq", "keys", *args], capture_output=True,
-                   text=True, check=True)
 
 
 def test_a_sealed_coordinator_killed_between_checkpoint_and_ack_counts_duplicates_not_replays(

@@ -4,8 +4,6 @@ coordinator (sealed mode), and updates past its own epsilon budget."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from common.amqp import Broker
 from common.messages import TrainTask, new_id
 from common.topology import Topology
 from coordinator import checkpoint
-from tests.integration.support import Processes, read_summary, wait_for
+from tests.integration.support import Processes, keys_cli, read_summary, wait_for
 
 pytestmark = pytest.mark.integration
 NARROW = "tests.integration.other_models:narrow_digits_mlp"
@@ -43,10 +41,6 @@ def test_a_worker_with_another_architecture_stops_at_start_and_releases_its_leas
     assert procs.wait(coordinator, 180) == 0, coordinator.log()[-3000:]
     assert read_summary(out)["updates_applied"] == 3
 
-
-def keys_cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fedmq", "keys", *args], capture_output=True,
-                   text=True, check=True)
 
 
 def test_a_sealed_worker_refuses_forged_and_unsigned_tasks_and_never_trains_on_them(
