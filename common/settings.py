@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
+from common.robust_rules import robust_problem
 
 
 class _Base(BaseSettings):
@@ -112,31 +113,6 @@ class TrainingSettings(_Base):
     local_epochs: int = Field(2, ge=1, description="Local epochs per task.")
     batch_size: int = Field(16, ge=1, description="Local mini-batch size.")
     learning_rate: float = Field(0.5, gt=0, description="Local SGD learning rate.")
-
-
-AGGREGATORS = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
-
-
-def minimum_updates(aggregator: str, f: int) -> int:
-    """The fewest updates a robust rule can combine: 2f+3 for Krum, 2f+1 for trimmed mean."""
-    if aggregator in ("krum", "multi_krum"):
-        return 2 * f + 3
-    if aggregator == "trimmed_mean":
-        return 2 * f + 1
-    return 1
-
-
-def robust_problem(aggregator: str, f: int, buffer_size: int) -> str | None:
-    """Why `aggregator` tolerating `f` attackers cannot combine buffers of `buffer_size` updates
-    (None: it can). The one copy of these rules: settings and the strategy both ask it."""
-    if aggregator not in AGGREGATORS:
-        return f"unknown aggregator {aggregator!r}; choose from {', '.join(AGGREGATORS)}"
-    if aggregator in ("krum", "multi_krum") and buffer_size < minimum_updates(aggregator, f):
-        return (f"{aggregator} tolerating f={f} needs buffer_size >= 2f+3 = {2 * f + 3}, "
-                f"got {buffer_size}")
-    if aggregator == "trimmed_mean" and buffer_size < minimum_updates(aggregator, f):
-        return f"trimmed_mean cannot trim {f} from each end of {buffer_size} updates"
-    return None
 
 
 class RobustSettings(_Base):

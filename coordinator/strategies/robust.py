@@ -18,7 +18,7 @@ import numpy as np
 
 from common.arrays import Arrays, clip_by_global_norm, flatten, unflatten, weighted_mean
 from common.errors import ConfigError
-from common.settings import minimum_updates, robust_problem
+from common.robust_rules import minimum_updates, robust_problem
 
 
 def _stack(updates: Sequence[Arrays]) -> np.ndarray:
