@@ -64,14 +64,23 @@ class Cell:
         return self.concurrency or min(self.fleet, cap)
 
 
+def drain_seconds(cell: Cell) -> float:
+    """Long enough for the coordinator to decide every update still in flight when the clock
+    runs out (a thousand of them take it over ten seconds); the drain ends early once quiet."""
+    return max(5.0, 3 * cell.delay, cell.tasks_in_flight / 10)
+
+
 def coordinator_command(cell: Cell, job: str, eval_data: Path) -> list[str]:
     command = [sys.executable, "-m", "fedmq", "coordinator", "--job", job,
                "--model", scale_model.spec(cell.size), "--eval-data-path", str(eval_data),
                "--out", str(cell.out), "--concurrency", str(cell.tasks_in_flight),
                "--max-updates", str(cell.updates), "--max-seconds", str(cell.seconds),
                "--wait-for-workers", str(cell.fleet), "--max-message-bytes", str(64 * MiB),
-               "--drain-seconds", str(max(5.0, 3 * cell.delay)), "--num-shards", "1",
-               "--amqp-url", cell.amqp_url, "--log-level", "WARNING"]
+               "--drain-seconds", str(drain_seconds(cell)), "--num-shards", "1",
+               "--amqp-url", cell.amqp_url, "--log-level", "WARNING",
+               # the simulated updates are a held model plus a fixed perturbation, not training
+               # deltas: the default norm bound (adapted to real deltas) is not what is measured
+               "--max-update-norm-factor", "0"]
     if cell.strategy:
         command += ["--strategy", cell.strategy]
     if cell.max_staleness >= 0:
