@@ -101,7 +101,7 @@ class Broker:
 
     def declare_queue(self, queue: QueueSpec) -> None:
         """Declare `queue`. One left by an older fedmq with other arguments (406) is replaced if
-        it is empty and unused, else refused with what to do (docs/reliability.md)."""
+        it is unused and empty (or disposable), else refused with what to do."""
         try:
             with translated():
                 self._channel.queue_declare(queue.name, durable=queue.durable,
@@ -114,7 +114,7 @@ class Broker:
         with translated():
             self._channel = self._open_channel()  # the 406 closed the channel
         ready, consumers = self.queue_depth(queue.name)
-        if ready or consumers:
+        if consumers or (ready and not queue.disposable):
             raise QueueMismatch(
                 f"queue {queue.name} exists with other arguments than this fedmq declares "
                 f"({detail}) and holds {ready} messages and {consumers} consumers, so it is "

@@ -26,6 +26,7 @@ class QueueSpec:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     durable: bool = True
+    disposable: bool = False  # its messages may be dropped (model requests: workers ask again)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Topology:
                                      "x-delivery-limit": UPDATE_DELIVERY_LIMIT,
                                      "x-single-active-consumer": True}),
             QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS, **expires,
-                                            "x-single-active-consumer": True}),
+                                            "x-single-active-consumer": True},
+                      disposable=True),
             QueueSpec(self.dead, {"x-max-length": self.limits.dead_max_messages,
                                   "x-max-length-bytes": self.limits.dead_max_bytes,
                                   "x-overflow": "drop-head",
