@@ -116,10 +116,14 @@ class CoordinatorCore:
         return [self.issue_task() for _ in range(min(concurrency, wanted) -
                                                  len(self.in_flight))], False
 
-    def reject(self, code: str, reason: str, task_id: str | None = None) -> Outcome:
-        """Count a body refused before `handle` (undecodable, sealed-mode and privacy checks);
-        the task it names is no longer in flight, so another one is issued in its place."""
+    def reject(self, code: str, reason: str, task_id: str | None = None,
+               update_id: str | None = None) -> Outcome:
+        """Count a body refused before `handle` (undecodable, sealed-mode, task and privacy
+        checks); the task it names is no longer in flight, so another one is issued in its
+        place. A decoded update's id goes in the ledger with the code, as `handle` does."""
         self.rejected[code] += 1
+        if update_id is not None:
+            self.rejected_ids[update_id] = code
         if task_id is not None:
             self.in_flight.pop(task_id, None)
         return Outcome("rejected", self.version, code=code, reason=reason)

@@ -113,8 +113,8 @@ class Receiver:
         try:
             self.admission.admit(opened, self.core.accepted_ids, self.core.claim)
         except RejectedUpdate as exc:
-            self._handle_outcome(broker, delivery, None,
-                                 self.core.reject(exc.code, exc.reason, update.task_id))
+            self._handle_outcome(broker, delivery, None, self.core.reject(
+                exc.code, exc.reason, update.task_id, update.update_id))
             return
         self.longest_training = max(self.longest_training, min(update.train_seconds, 60.0))
         self._handle_outcome(broker, delivery, update, self.core.handle(update))
