@@ -71,5 +71,9 @@ class ChunkIntake:
             log.warning("dropped chunked update: %s", exc.reason)
             self.on_refused(broker, None, exc)
 
-    def saved(self) -> None:
-        self.spool.saved()
+    def covered(self) -> list[str]:
+        """The transfers a checkpoint captured now holds (see Spool.covered)."""
+        return self.spool.covered()
+
+    def saved(self, covered: list[str] | None = None) -> None:
+        self.spool.saved(covered)
