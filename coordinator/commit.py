@@ -18,6 +18,11 @@ waits for the disk unless the updates' prefetch is full of deliveries awaiting t
 Profiled in `fedmq bench scale` (docs/benchmarks.md), writing the checkpoint on the loop's
 thread took 10 % of the coordinator's wall time at 4 MB.
 
+Capturing walks the job's bookkeeping, which grows with the job (accepted ids, the history: a few
+ms per 10,000 updates). So that it never takes more than about a tenth of the loop's time however
+long the job, the next capture waits `spacing` times the last one's measured cost after it (a
+job of a million updates gets fewer, larger checkpoints, not a slower loop).
+
 Why not a journal of update ids between model writes: an id alone cannot rebuild the model after
 a crash (FedAsync needs the update's weights), so a journal would have to hold the update bodies,
 as many bytes as the model per update; and a version announced before the model that makes it is
@@ -27,6 +32,7 @@ until the checkpoint that covers them is on disk needs neither.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +62,7 @@ class Batch:
     acks: list[Delivery] = field(default_factory=list)
 
 
+SPACING = 9.0  # captures take at most 1 / (1 + SPACING) of the loop's time
 Announce = Callable[[Broker, list[dict[str, Any]], tuple[int, Arrays]], None]
 
 
@@ -71,6 +78,9 @@ class Commit:
     dirty: bool = False
     pending: Batch = field(default_factory=Batch)
     writing: tuple[Future[None], Snapshot, Batch] | None = None
+    spacing: float = SPACING
+    capture_cost: float = 0.0  # seconds the last capture took
+    captured_at: float = float("-inf")  # time.monotonic() when it ended
     _writer: ThreadPoolExecutor | None = None
 
     def changed(self) -> None:
@@ -110,14 +120,17 @@ class Commit:
             if not self.writing[0].done():
                 return
             self._finish(broker)
-        if not self.dirty:
+        if not self.dirty or self._too_soon():
             return
         if self.capture is None:
             self.dirty = False
             self._carry_out(broker, self.pending, self.current_model())
             self.pending = Batch()
             return
+        began = time.monotonic()
         snapshot, batch = self.capture(), self.pending
+        self.captured_at = time.monotonic()
+        self.capture_cost = self.captured_at - began
         self.dirty, self.pending = False, Batch()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedmq-checkpoint")
@@ -125,10 +138,15 @@ class Commit:
         future.add_done_callback(lambda _: self.wake())
         self.writing = (future, snapshot, batch)
 
+    def _too_soon(self) -> bool:
+        since = time.monotonic() - self.captured_at
+        return self.capture is not None and since < self.capture_cost * self.spacing
+
     def flush(self, broker: Broker) -> None:
         """Everything changed so far on disk and carried out before this returns."""
         if self.writing is not None:
             self.writing[0].result()
+        self.captured_at = float("-inf")  # now, however soon
         self.run(broker)
         if self.writing is not None:
             self.writing[0].result()

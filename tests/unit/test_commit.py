@@ -5,6 +5,7 @@ recovers, with the broker's redeliveries, exactly the run that had no crash."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ class Run:
         self.published: list[TrainTask] = []
         self.announced: list[tuple[int, list[bytes]]] = []
         self.commit = Commit(self.capture, lambda _b, task: self.published.append(task),
-                             self.announce, lambda: (self.core.version, self.core.weights))
+                             self.announce, lambda: (self.core.version, self.core.weights),
+                             spacing=0.0)  # capture at every step (see the last test)
 
     def capture(self) -> Snapshot:
         prepared = checkpoint.prepare({"core": self.core.state()})
@@ -206,3 +208,31 @@ def test_the_writer_thread_gets_consistent_arrays(tmp_path: Path) -> None:
     state = checkpoint.load(run.path)["core"]
     assert state["version"] == 1
     assert all(np.array_equal(a, b) for a, b in zip(state["weights"], captured, strict=True))
+
+
+def test_captures_take_a_bounded_share_of_the_loop_however_costly(tmp_path: Path) -> None:
+    # Given a commit whose capture costs 20 ms (a long job's bookkeeping), with the default
+    # spacing, and a loop that has something new to checkpoint at every turn
+    captures: list[float] = []
+
+    def capture() -> Snapshot:
+        time.sleep(0.02)
+        captures.append(time.monotonic())
+        return Snapshot(lambda: None, lambda: None, (0, []))
+
+    commit = Commit(capture, lambda *_: None, lambda *_: None, lambda: (0, []))
+    broker = Acks()
+    # When the loop turns for 0.6 s
+    began = time.monotonic()
+    while time.monotonic() - began < 0.6:
+        commit.changed()
+        commit.run(broker)  # type: ignore[arg-type]
+        time.sleep(0.001)
+    commit.close()
+    # Then it captured a few times, not at every turn: at most about a tenth of its time
+    assert 2 <= len(captures) <= 5, len(captures)
+    # and a flush still captures at once
+    before = len(captures)
+    commit.changed()
+    commit.flush(broker)  # type: ignore[arg-type]
+    assert len(captures) == before + 1
