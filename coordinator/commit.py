@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.amqp import Broker, Delivery
@@ -100,8 +100,8 @@ class Commit:
         self.dirty = True
         if self.capture is None:
             broker.ack(delivery)
-        else:
-            self.pending.acks.append(delivery)
+        else:  # held without its body: a handled 40 MB update need not wait in memory too
+            self.pending.acks.append(replace(delivery, body=b""))
 
     def forget_acks(self) -> None:
         """A new connection: the deliveries of the lost one are redelivered by the broker."""

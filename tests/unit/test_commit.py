@@ -236,3 +236,15 @@ def test_captures_take_a_bounded_share_of_the_loop_however_costly(tmp_path: Path
     commit.changed()
     commit.flush(broker)  # type: ignore[arg-type]
     assert len(captures) == before + 1
+
+
+def test_a_delivery_awaiting_its_checkpoint_is_held_without_its_body(tmp_path: Path) -> None:
+    # Given a commit with a checkpoint and a handled 1 MB delivery
+    run, _ = start(tmp_path, 1)
+    delivery = Delivery(body=bytes(1 << 20), tag=5, queue="updates")
+    # When it is acked through the commit (held until the checkpoint covers it)
+    run.commit.ack(run.broker, delivery)  # type: ignore[arg-type]
+    # Then only its tag is kept, and that is what is acked
+    assert [(d.tag, d.body) for d in run.commit.pending.acks] == [(5, b"")]
+    run.commit.flush(run.broker)  # type: ignore[arg-type]
+    assert run.broker.tags == [5]
