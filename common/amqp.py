@@ -70,20 +70,27 @@ class Broker:
         self._on_cancel: dict[str, Callable[[], None]] = {}
         self._claims: list[BlockingChannel] = []
 
-    def _open_channel(self) -> BlockingChannel:
+    def _open_channel(self, confirms: bool = True) -> BlockingChannel:
         channel = self._connection.channel()
-        channel.confirm_delivery()
+        if confirms:
+            channel.confirm_delivery()
         channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         return channel
 
-    def open_channel(self) -> Broker:
-        """Another confirm-mode channel on this connection, as a Broker of its own (simulated
-        fleets put many workers on one connection; serve them all with this one's `process`)."""
+    def open_channel(self, *, confirms: bool = True) -> Broker:
+        """Another channel on this connection, as a Broker of its own (simulated fleets put many
+        workers on one connection; serve them all with this one's `process`).
+
+        `confirms` False: its `publish` returns once the message is written to the socket,
+        without the broker's round trip (a confirm costs one, and for a persistent message on
+        a quorum queue a disk write): for messages whose loss a sender recovers from by other
+        means (the coordinator's transient notices, events and model replies, and its tasks,
+        which it issues again when a task's deadline passes or the connection is lost)."""
         sibling = Broker.__new__(Broker)
         sibling._connection, sibling._queues_by_tag, sibling._on_cancel = self._connection, {}, {}
         sibling._claims = []
         with translated():
-            sibling._channel = sibling._open_channel()
+            sibling._channel = sibling._open_channel(confirms)
         return sibling
 
     # ------------------------------------------------------------ topology
@@ -192,7 +199,8 @@ class Broker:
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, reply_to: str | None = None,
                 correlation_id: str | None = None, persistent: bool = True) -> None:
-        """Publish and wait for the broker's confirm; raises BrokerUnavailable if not confirmed.
+        """Publish and wait for the broker's confirm; raises BrokerUnavailable if not confirmed
+        (on a channel opened without confirms: once written, see `open_channel`).
 
         A persistent message (a task, an update, a dead letter) is published `mandatory`: if no
         queue takes it (say, a queue not yet back after a broker restart) the broker returns it
@@ -289,6 +297,12 @@ class Broker:
         """Run `callback` on the I/O thread at its next `process` call; safe from any thread."""
         with translated():
             self._connection.add_callback_threadsafe(callback)
+
+    def wake(self) -> None:
+        """From any thread: end a `process` wait early (a thread's result is ready); nothing if
+        the connection is gone."""
+        with contextlib.suppress(Exception):
+            self._connection.add_callback_threadsafe(lambda: None)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

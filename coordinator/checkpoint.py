@@ -12,11 +12,11 @@ then renamed over the old checkpoint: a crash at any moment leaves either the ol
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import threading
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -133,19 +133,31 @@ def _join(value: Any, arrays: Any) -> Any:
     return value
 
 
-def save(path: Path, state: dict[str, Any]) -> int:
-    """Write `state` (JSON-able values and ndarrays) atomically; returns the bytes written."""
+@dataclass(frozen=True)
+class Prepared:
+    """A state ready to be written: its JSON document and the arrays it refers to. Preparing
+    walks the state (on the thread that owns it); writing only reads these (any thread)."""
+
+    arrays: dict[str, np.ndarray]
+
+
+def prepare(state: dict[str, Any]) -> Prepared:
+    """Split `state` (JSON-able values and ndarrays) into what `write` puts on disk."""
     arrays: dict[str, np.ndarray] = {}
     document = _split({"format": FORMAT, **state}, arrays)
     text = json.dumps(document, separators=(",", ":")).encode()
     arrays[_STATE_KEY] = np.frombuffer(text, dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # (numpy stubs: **kwds as allow_pickle)
-    data = buffer.getvalue()
+    return Prepared(arrays)
+
+
+def write(path: Path, prepared: Prepared) -> int:
+    """Write a prepared state atomically; returns the bytes written. The archive is written
+    straight to the temporary file (no copy of the model in memory first)."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
-        handle.write(data)
+        np.savez(handle, **prepared.arrays)  # type: ignore[arg-type]  # (numpy stubs)
         handle.flush()
+        size = handle.tell()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
@@ -153,7 +165,12 @@ def save(path: Path, state: dict[str, Any]) -> int:
         os.fsync(directory)  # the rename itself must survive a power cut
     finally:
         os.close(directory)
-    return len(data)
+    return size
+
+
+def save(path: Path, state: dict[str, Any]) -> int:
+    """Write `state` (JSON-able values and ndarrays) atomically; returns the bytes written."""
+    return write(path, prepare(state))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 complete and verified; refused chunks and expired transfers become rejections with a reason.
 
 The coordinator's choice for large updates (see coordinator/spool.py): chunks are acked as soon
-as they are on disk, never held, so the updates consumer's prefetch (16) cannot fill up with
+as they are on disk, never held, so the updates consumer's prefetch (at most 16) cannot fill up with
 partial transfers; only the delivery that completes a transfer goes through the commit protocol
 like a whole update (acked after the checkpoint that holds what it changed).
 """
@@ -71,5 +71,9 @@ class ChunkIntake:
             log.warning("dropped chunked update: %s", exc.reason)
             self.on_refused(broker, None, exc)
 
-    def saved(self) -> None:
-        self.spool.saved()
+    def covered(self) -> list[str]:
+        """The transfers a checkpoint captured now holds (see Spool.covered)."""
+        return self.spool.covered()
+
+    def saved(self, covered: list[str] | None = None) -> None:
+        self.spool.saved(covered)

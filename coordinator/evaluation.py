@@ -1,7 +1,11 @@
-"""Evaluation of global weights on the coordinator's held-out split."""
+"""Evaluation of global weights on the coordinator's held-out split (on a thread of its own while
+the job runs: `Background`)."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +13,8 @@ import numpy as np
 
 from common import data, models
 from common.settings import CoordinatorSettings
+
+log = logging.getLogger("fedmq.coordinator")
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,66 @@ def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:
                               settings.label_column)
     split = data.builtin_split(settings.dataset, settings.test_fraction, settings.seed)
     return split.x_test, split.y_test
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A finished evaluation: the version, the job clock when it was asked for, the score."""
+
+    version: int
+    at: float
+    score: Score
+
+
+class Background:
+    """Evaluation on a thread of its own: evaluation never blocks intake.
+
+    Profiled in `fedmq bench scale`, scoring every 5th version on the loop's thread took 4.5 %
+    of the coordinator's wall time with a 4 MB model (more with a larger model or held-out set).
+    The thread holds the evaluator's Keras model: while it runs, nothing else may use the
+    evaluator (`idle` waits for it). Requests made while it is busy replace each other: only the
+    newest waits, so a slow evaluation makes fewer points in the history, never a backlog.
+    """
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.wake: Callable[[], None] = lambda: None  # called (from the thread) after a score
+        self._lock = threading.Condition()
+        self._wanted: tuple[int, list[np.ndarray], float] | None = None
+        self._busy = False
+        self._done: list[Scored] = []
+        threading.Thread(target=self._serve, name="fedmq-evaluation", daemon=True).start()
+
+    def submit(self, version: int, weights: list[np.ndarray], at: float) -> None:
+        """Score `weights` (never mutated by the caller) when the thread is free."""
+        with self._lock:
+            self._wanted = (version, weights, at)
+            self._lock.notify_all()
+
+    def results(self) -> list[Scored]:
+        """The evaluations finished since the last call, oldest first."""
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def idle(self) -> list[Scored]:
+        """Wait until nothing is asked for or being scored; then `results`."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._wanted is None and not self._busy)
+        return self.results()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._wanted is not None)
+                assert self._wanted is not None
+                (version, weights, at), self._wanted, self._busy = self._wanted, None, True
+            try:
+                done = [Scored(version, at, self.evaluator.score(weights))]
+            except Exception:  # one failed evaluation must not end the job's evaluations
+                log.exception("evaluation of version %d failed", version)
+                done = []
+            with self._lock:
+                self._busy, self._done = False, self._done + done
+                self._lock.notify_all()
+            self.wake()

@@ -48,10 +48,11 @@ class JobRecord:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def scored(self, accuracy: float, target: float | None) -> None:
-        """Note the time the target accuracy was first reached."""
+    def scored(self, accuracy: float, target: float | None, at: float | None = None) -> None:
+        """Note the time the target accuracy was first reached (`at`: the job-clock seconds
+        when the scored version was made; now if None)."""
         if target is not None and self.time_to_target is None and accuracy >= target:
-            self.time_to_target = self.elapsed()
+            self.time_to_target = self.elapsed() if at is None else at
 
     def state(self) -> dict[str, Any]:
         return {"finished": self.finished, "elapsed": self.elapsed(),
@@ -119,9 +120,17 @@ class Lifecycle:
     def save(self, record: JobRecord, core: CoordinatorCore, admission: Admission,
              history: History) -> None:
         """Write the checkpoint atomically (see checkpoint.py), with this job's identity."""
+        self.write(self.capture(record, core, admission, history))
+
+    def capture(self, record: JobRecord, core: CoordinatorCore, admission: Admission,
+                history: History) -> checkpoint.Prepared:
+        """The job's state now, ready for `write` (which may run on another thread)."""
+        return checkpoint.prepare({**self.identity, **record.state(), "core": core.state(),
+                                   "intake": admission.state(), "history": history.columns()})
+
+    def write(self, prepared: checkpoint.Prepared) -> None:
         self.settings.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(self.path, {**self.identity, **record.state(), "core": core.state(),
-                                    "intake": admission.state(), "history": history.columns()})
+        checkpoint.write(self.path, prepared)
         faults.after_checkpoint()
 
     def restore(self, state: dict[str, Any], record: JobRecord, core: CoordinatorCore,

@@ -9,8 +9,12 @@ accuracy and loss by version, staleness and reported training time by accepted u
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
-from typing import Any
+
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from common.messages import WeightUpdate
 from common.settings import CoordinatorSettings
@@ -22,19 +26,23 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class ScalarLog:
-    """TensorBoard event files written with tf.summary (TensorFlow is loaded already)."""
+    """TensorBoard event files (the scalar plugin's tensor summaries, as tf.summary writes them),
+    built as protocol buffers and written by tensorboard's own event-file writer on its thread.
+
+    Not through tf.summary: its eager ops and a flush per accepted update took 15 % of the
+    coordinator's time at 4 MB (`fedmq bench scale`). The writer flushes every FLUSH_SECONDS
+    (TensorBoard stays live) and at `close`."""
+
+    FLUSH_SECONDS = 1
 
     def __init__(self, directory: Path) -> None:
-        import tensorflow as tf
-
-        self._tf = tf
-        self._writer: Any = tf.summary.create_file_writer(str(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        self._writer = EventFileWriter(str(directory), flush_secs=self.FLUSH_SECONDS)
 
     def write(self, step: int, **values: float) -> None:
-        with self._writer.as_default(step=step):
-            for name, value in values.items():
-                self._tf.summary.scalar(name, value)
-        self._writer.flush()
+        for name, value in values.items():
+            self._writer.add_event(Event(wall_time=time.time(), step=step,
+                                         summary=scalar_pb(name, float(value))))
 
     def close(self) -> None:
         self._writer.close()

@@ -31,6 +31,15 @@ from coordinator.progress import Progress
 
 log = logging.getLogger("fedmq.coordinator")
 VersionMade = Callable[[int | None, str], None]  # (staleness, worker id) of a new version
+UPDATE_PREFETCH = 16  # deliveries at most, and at most PREFETCH_BYTES of them
+PREFETCH_BYTES = 256 * 1024 * 1024
+
+
+def update_prefetch(update_bytes: int) -> int:
+    """Prefetch of the updates consumer: RabbitMQ bounds a prefetch in messages only, so the
+    count follows the model's update size (16 x 40 MB bodies were 640 MB of the coordinator's
+    memory); at least 2, so one delivery is on its way while another is handled."""
+    return max(2, min(UPDATE_PREFETCH, PREFETCH_BYTES // max(1, update_bytes)))
 
 
 class Receiver:

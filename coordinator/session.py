@@ -1,9 +1,11 @@
 """The coordinator's broker loop: consume updates, apply them, broadcast versions, evaluate, finish.
 
-Everything runs on the pika I/O thread (evaluation of a small model takes milliseconds). Decisions
-are made by `CoordinatorCore` (core.py); who may send is `Admission`'s (admission.py); every turn
-ends with the commit protocol (commit.py: checkpoint, then publish, then ack); the lock, resume and
-standby takeover are the lifecycle's (lifecycle.py); outgoing messages are the outbox's.
+Decoding, judging and applying run on the pika I/O thread; the checkpoint is written and the
+model evaluated on threads of their own (commit.py, evaluation.py's `Background`), so neither
+blocks intake. Decisions are made by `CoordinatorCore` (core.py); who may send is `Admission`'s
+(admission.py); every turn ends with the commit protocol (commit.py: checkpoint, then publish,
+then ack); the lock, resume and standby takeover are the lifecycle's (lifecycle.py); outgoing
+messages are the outbox's. The updates' prefetch is bounded in bytes (`update_prefetch`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from common.settings import CoordinatorSettings
 from common.topology import Topology
 from coordinator import evaluation, results
 from coordinator.admission import Admission
-from coordinator.commit import Commit
+from coordinator.commit import Commit, Snapshot
 from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
 from coordinator.history import History
@@ -32,12 +34,11 @@ from coordinator.job_lock import JobLock
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
 from coordinator.progress import Progress
-from coordinator.receiving import Receiver
+from coordinator.receiving import Receiver, update_prefetch
+from coordinator.scoring import Scoring
 from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
-UPDATE_PREFETCH = 16
-
 
 class Coordinator:
     """One job's coordinator; `run()` blocks until the job ends and returns its summary."""
@@ -54,11 +55,16 @@ class Coordinator:
         self.codec = Codec(settings.max_body_bytes, identity)
         self.outbox = Outbox(self.topology, self.codec, fingerprint, self.admission.readers,
                              settings.chunk_size, settings.dead_letter_body_bytes)
-        self.outbox.check_model_fits(weights, self.model_name, settings.max_body_bytes)
+        update_bytes = self.outbox.check_model_fits(weights, self.model_name,
+                                                    settings.max_body_bytes)
+        self.prefetch = update_prefetch(update_bytes)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy)
-        self.commit = Commit(self._save if settings.checkpoint else None, self.outbox.task,
-                             self._announce)
+        self.commit = Commit(self._capture if settings.checkpoint else None, self.outbox.task,
+                             self._announce, lambda: (self.core.version, self.core.weights))
+        self.scoring = Scoring(settings, self.evaluator, self.progress, self.record,
+                               lambda: (self.core.applied, self.core.rejected_total))
+        self.sessions = 0
         self.receiver = Receiver(settings, self.codec, self.admission, self.core, self.outbox,
                                  self.commit, self.progress, self.record, self._version_made)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
@@ -78,6 +84,14 @@ class Coordinator:
     def _save(self) -> None:
         self.lifecycle.save(self.record, self.core, self.admission, self.history)
         self.receiver.intake.saved()  # spooled chunks of the updates it holds may go
+
+    def _capture(self) -> Snapshot:
+        """The checkpoint of now, to be written by the commit's writer thread."""
+        prepared = self.lifecycle.capture(self.record, self.core, self.admission, self.history)
+        covered = self.receiver.intake.covered()  # spooled chunks of the updates it holds
+        return Snapshot(lambda: self.lifecycle.write(prepared),
+                        lambda: self.receiver.intake.saved(covered),
+                        (self.core.version, self.core.weights))
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:
@@ -103,6 +117,8 @@ class Coordinator:
         if self.record.resumed_from is None:
             self._evaluate()
         run_with_reconnect(self._session, self.stop)
+        self.commit.close()
+        self.scoring.finished(self.history, wait=True)
         self.record.finished = not self.stop.is_set()
         summary = self._write_results()
         if self.settings.checkpoint:
@@ -113,20 +129,26 @@ class Coordinator:
     def _session(self) -> None:
         self.commit.forget_acks()
         broker = connect(self.settings, "fedmq-coordinator")
+        self.commit.wake = self.scoring.background.wake = broker.wake  # from their threads
         try:
             if not self.job_lock.take(broker, self.stop):  # before touching anything of the job
                 return
+            self.outbox.attach(broker)
+            self.sessions += 1
+            if self.sessions > 1 and self.core.expire(0.0):  # published without confirms
+                log.warning("connection lost: tasks in flight issued again")
+                self.commit.changed()
             if not self.set_up:  # before declaring, so no worker attaches to old leases
                 leases.refill(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
             if not self.set_up:
                 self._purge_leftovers(broker)
             self.commit.changed()  # checkpoint what changed while the connection was down,
-            self.commit.run(broker)  # publish the tasks it left pending, only then broadcast
+            self.commit.flush(broker)  # publish the tasks it left pending, only then broadcast
             self.outbox.broadcast(broker, self.core.version, self.core.weights)
             self.receiver.intake.take_back(broker)  # updates spooled whole before a crash
             broker.consume(self.topology.updates, lambda d: self.receiver.on_update(broker, d),
-                           prefetch=UPDATE_PREFETCH)
+                           prefetch=self.prefetch)
             broker.consume(self.topology.model_requests,
                            lambda d: self.outbox.reply_model(broker, d), prefetch=8)
             self._wait_for_workers(broker)
@@ -139,7 +161,7 @@ class Coordinator:
                                   rejected=self.core.rejected_total)
             else:
                 self.commit.changed()  # SIGTERM: checkpoint and ack what was handled, then stop
-                self.commit.run(broker)
+                self.commit.flush(broker)
         finally:
             broker.close()
 
@@ -158,6 +180,10 @@ class Coordinator:
         self.receiver.intake.expire(broker)
         self._top_up()
         self.commit.run(broker)
+        for scored in self.scoring.finished(self.history):
+            self.outbox.event(broker, self.settings.job, "evaluation", version=scored.version,
+                              accuracy=round(scored.score.accuracy, 6),
+                              loss=round(scored.score.loss, 6))
 
     def _purge_leftovers(self, broker: Broker) -> None:
         """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
@@ -174,7 +200,7 @@ class Coordinator:
                 self.record.workers_ready = True
                 log.info("%d workers ready; starting the clock", self.settings.wait_for_workers)
                 self.record.started = time.monotonic()
-                self._evaluate()
+                self.scoring.later(self.core.version, self.core.weights)
             else:
                 self._pump(broker, 0.25)
 
@@ -219,7 +245,7 @@ class Coordinator:
         if self.core.flush():
             self._version_made(None, "")
         self.commit.changed()
-        self.commit.run(broker)
+        self.commit.flush(broker)
 
     def _take_back_tasks(self, broker: Broker) -> None:
         """Remove the tasks still queued (they will not be trained) from the tasks in flight."""
@@ -238,15 +264,15 @@ class Coordinator:
         self.commit.version({"version": version, "staleness": staleness, "worker": worker_id,
                              "epsilon": epsilon})
 
-    def _announce(self, broker: Broker, versions: list[dict[str, Any]]) -> None:
-        """Broadcast the current model; events for each new version; evaluate every k."""
-        self.outbox.broadcast(broker, self.core.version, self.core.weights)
+    def _announce(self, broker: Broker, versions: list[dict[str, Any]],
+                  model: tuple[int, Any]) -> None:
+        """Broadcast `model` (the checkpointed one); events for each new version; evaluate
+        every k (on the evaluation thread: `_pump` records the result)."""
+        self.outbox.broadcast(broker, *model)
         for fields in versions:
             self.outbox.event(broker, self.settings.job, "version", **fields)
-        if any(fields["version"] % self.settings.eval_every == 0 for fields in versions):
-            score = self._evaluate()
-            self.outbox.event(broker, self.settings.job, "evaluation", version=self.core.version,
-                              accuracy=round(score.accuracy, 6), loss=round(score.loss, 6))
+        if self.scoring.due(versions):
+            self.scoring.later(*model)
 
     def _top_up(self) -> None:
         """Issue the tasks the core asks for; the commit publishes them once checkpointed."""
@@ -261,14 +287,7 @@ class Coordinator:
     # ------------------------------------------------------------ evaluation and results
 
     def _evaluate(self) -> Score:
-        score = self.evaluator.score(self.core.weights)
-        self.progress.evaluated(self.core.version, score)
-        self.history.score(self.core.version, self.record.elapsed(), score.accuracy, score.loss)
-        self.record.scored(score.accuracy, self.settings.target_accuracy)
-        log.info("version %d  accuracy %.4f  loss %.4f  applied %d  rejected %d  %.1fs",
-                 self.core.version, score.accuracy, score.loss, self.core.applied,
-                 self.core.rejected_total, self.record.elapsed())
-        return score
+        return self.scoring.now(self.history, self.core.version, self.core.weights)
 
     def _write_results(self) -> dict[str, Any]:
         score = self._evaluate()

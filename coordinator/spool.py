@@ -137,15 +137,23 @@ class Spool:
         else:
             self.reassembler.release(transfer_id)
 
-    def saved(self) -> None:
-        """Call when a checkpoint was just written: the transfers handled before it are in it.
-        Their chunks go (a tombstone stays until the next checkpoint, by when the commit that
-        wrote this one has acked their last chunk)."""
+    def covered(self) -> list[str]:
+        """Call when a checkpoint is captured: the transfers handled until now are in it (it
+        may still be written on another thread; pass the list to `saved` once it is)."""
+        covered, self.awaiting_commit = self.awaiting_commit, []
+        return covered
+
+    def saved(self, covered: list[str] | None = None) -> None:
+        """Call when a checkpoint was just written: the transfers it `covered` (None: every one
+        handled until now) are in it. Their chunks go (a tombstone stays until the next
+        checkpoint, by when the commit that wrote this one has acked their last chunk)."""
+        if covered is None:
+            covered = self.covered()
         for transfer_id in self.tombstones:
             self.reassembler.release(transfer_id)
-        for transfer_id in self.awaiting_commit:
+        for transfer_id in covered:
             self.store.tombstone(transfer_id)
-        self.tombstones, self.awaiting_commit = self.awaiting_commit, []
+        self.tombstones = covered
 
 
 def _write(path: Path, data: bytes) -> None:
