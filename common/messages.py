@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from common.compression import Method
+
 
 def new_id() -> str:
     """A fresh unique id for tasks and updates."""
@@ -36,14 +38,20 @@ class TrainTask:
     issued_at: float = field(default_factory=time.time)
     dp_clip_norm: float = 0.0         # > 0: clip the delta's global L2 norm to this (local DP)
     dp_noise_multiplier: float = 0.0  # > 0: add N(0, (multiplier * clip)^2) to every coordinate
+    compression: Method = "none"      # how the delta is to be sent (common/compression.py)
+    topk_fraction: float = 0.0        # topk: the share of each layer's entries sent
 
 
 @dataclass(frozen=True)
 class WeightUpdate:
-    """A worker's result: the trained weights (or their delta) and how they were obtained."""
+    """A worker's result: the trained weights (or their delta) and how they were obtained.
+
+    A compressed delta (`compression` not "none") carries its wire form: `weights` holds the
+    values, `scales` and `indices` what int8 and topk add (common/compression.py); an optional
+    payload field left empty is not sent at all."""
 
     KIND: ClassVar[str] = "weight_update"
-    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights", "metrics")  # training metrics can leak too
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("weights", "metrics", "scales", "indices")
 
     update_id: str
     worker_id: str
@@ -53,7 +61,10 @@ class WeightUpdate:
     train_seconds: float
     weights: tuple[np.ndarray, ...]  # one array per layer, frozen
     is_delta: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # training metrics can leak too
+    compression: Method = "none"
+    scales: tuple[np.ndarray, ...] = ()   # int8: one float32 array, a scale per layer
+    indices: tuple[np.ndarray, ...] = ()  # topk: one uint32 array per layer
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.compression_settings import CompressionSettings, compression_problem
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
@@ -129,8 +130,9 @@ class RobustSettings(_Base):
                                 "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
-class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, IdentitySettings,
-                          TrainingSettings, DataSettings, ConnectionSettings):
+class CoordinatorSettings(CompressionSettings, QueueSettings, RobustSettings,
+                          PrivacyBudgetSettings, IdentitySettings, TrainingSettings, DataSettings,
+                          ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
         "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
                                 "fedbuff (buffer K deltas), fedavg (synchronous rounds).")
@@ -221,6 +223,8 @@ class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, 
             raise ValueError("dp_epsilon_budget needs dp_noise_multiplier > 0")
         self._check_robust()
         self._check_central_dp()
+        if (problem := compression_problem(self.compression, self.strategy)) is not None:
+            raise ValueError(problem)
         return self
 
     def _check_central_dp(self) -> None:

@@ -169,10 +169,22 @@ def _envelope(obj: Any) -> tuple[Envelope, bytes | Span]:
 
 def to_envelope(message: Message) -> Envelope:
     """Split a message into clear header fields and packed payload bytes."""
-    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
-    payload = {name: _to_wire(values.pop(name)) for name in message.PAYLOAD}
-    header = {name: _to_wire(value) for name, value in values.items()}
+    header, payload = _split(message)
     return Envelope(kind=message.KIND, header=header, payload=wire_bulk.pack(payload))
+
+
+def _split(message: Message) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and payload fields for msgpack; an optional payload field left empty is not sent
+    (an uncompressed update is byte for byte what it was before compression existed)."""
+    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    payload = {name: values.pop(name) for name in message.PAYLOAD}
+    return ({name: _to_wire(value) for name, value in values.items()},
+            {name: _to_wire(value) for name, value in payload.items()
+             if value != () or name not in _optional(type(message))})
+
+
+def _optional(cls: type[Message]) -> set[str]:  # payload fields whose default is ()
+    return {f.name for f in dataclasses.fields(cls) if f.default == () and f.name in cls.PAYLOAD}
 
 
 def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -180,8 +192,10 @@ def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES,
     """Rebuild and type-check the message an envelope carries (its payload, or `carried`)."""
     cls = MESSAGE_TYPES[envelope.kind]
     payload = _unpack_payload(envelope.payload if carried is None else carried, max_bytes)
-    if not isinstance(payload, dict) or set(payload) != set(cls.PAYLOAD):
-        raise DecodeError(f"{envelope.kind} payload must hold exactly {list(cls.PAYLOAD)}")
+    needed = [name for name in cls.PAYLOAD if name not in _optional(cls)]
+    if not isinstance(payload, dict) or not set(needed) <= set(payload) <= set(cls.PAYLOAD):
+        raise DecodeError(f"{envelope.kind} payload must hold exactly {needed}, and may hold "
+                          f"{sorted(_optional(cls))}")
     if set(envelope.header) & set(cls.PAYLOAD):
         raise DecodeError(f"{envelope.kind}: payload fields repeated in the header: "
                           f"{sorted(set(envelope.header) & set(cls.PAYLOAD))}")
@@ -202,9 +216,8 @@ def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES,
 def encode(message: Message) -> bytes:
     """Message to bytes for the broker: `pack_envelope(to_envelope(message))`, byte for byte,
     with the arrays' memory copied once (into the body) instead of through a payload first."""
-    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
-    payload = wire_bulk.pieces({name: _to_wire(values.pop(name)) for name in message.PAYLOAD})
-    header = {name: _to_wire(value) for name, value in values.items()}
+    header, fields = _split(message)
+    payload = wire_bulk.pieces(fields)
     head = {"schema": SCHEMA, "kind": message.KIND, "header": header, "payload": b""}
     prefix = msgpack.packb(head, use_bin_type=True)[:-2]  # without the empty payload's c4 00
     size = sum(piece.nbytes if isinstance(piece, memoryview) else len(piece) for piece in payload)
@@ -222,12 +235,6 @@ def decode(body: bytes | bytearray, expect: type[T] | None = None,
     except DecodeError as exc:
         exc.task_id = envelope.task_id
         raise
-
-
-def open_plain(envelope: Envelope, expect: type[T] | None = None,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> T:
-    """The message an unsealed envelope carries, optionally insisting on one message class."""
-    return expect_kind(from_envelope(envelope, max_bytes), expect)
 
 
 def expect_kind(message: Message, expect: type[T] | None) -> T:
@@ -278,6 +285,9 @@ def _from_wire(value: Any, hint: Any, where: str) -> Any:
     elif hint is float:
         if type(value) in (int, float):
             return float(value)
+    elif origin is typing.Literal:  # a choice among names (a compression method)
+        if any(type(value) is type(choice) and value == choice for choice in args):
+            return value
     elif origin is tuple:  # a model's or update's arrays
         if isinstance(value, list):
             return tuple(decode_array(item) for item in value)

@@ -18,22 +18,27 @@ from typing import Any, Literal
 import numpy as np
 
 from common.arrays import Arrays, all_finite
+from common.compression import Compression
 from common.errors import RejectedUpdate
 from common.messages import TrainTask, WeightUpdate, new_id
 from common.settings import CoordinatorSettings, TrainingSettings
 from coordinator.checkpoint import pack_strings, unpack_strings
 from coordinator.norm_guard import NormGuard, reference_norm, update_norm
 from coordinator.strategies import Contribution, Strategy
-from coordinator.validation import check_update
+from coordinator.validation import check_update, expand_update
 
 
 def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
-    """TrainTask fields beyond the training settings: local differential privacy (none with
-    central DP: workers send their deltas as they are, and the coordinator noises them)."""
+    """TrainTask fields beyond the training settings: how deltas are compressed, and local
+    differential privacy (none with central DP: workers send their deltas as they are, and the
+    coordinator noises them)."""
+    spec = settings.compression_spec()
+    packing = ({"compression": spec.method, "topk_fraction": spec.topk_fraction}
+               if spec.lossy else {})
     if settings.dp_mode == "central":
-        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0}
+        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **packing}
     return {"dp_clip_norm": settings.dp_clip_norm,
-            "dp_noise_multiplier": settings.dp_noise_multiplier}
+            "dp_noise_multiplier": settings.dp_noise_multiplier, **packing}
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class CoordinatorCore:
     bind_tasks: bool = True  # a task belongs to the first update accepted for it
     task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
     norm_guard: NormGuard | None = None  # the norm bound (norm_guard.py); None: no bound
+    compression: Compression = field(default_factory=Compression)  # what tasks ask for
 
     @classmethod
     def for_job(cls, settings: CoordinatorSettings, weights: Arrays,
@@ -86,7 +92,8 @@ class CoordinatorCore:
                    training=TrainingSettings(local_epochs=settings.local_epochs,
                                              batch_size=settings.batch_size,
                                              learning_rate=settings.learning_rate),
-                   job=settings.job, task_options=task_options(settings), norm_guard=guard)
+                   job=settings.job, task_options=task_options(settings), norm_guard=guard,
+                   compression=settings.compression_spec())
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -159,13 +166,15 @@ class CoordinatorCore:
     def handle(self, update: WeightUpdate) -> Outcome:
         """Validate an update and fold it in; never raises for bad input.
 
-        Order: a redelivered update (same update id) is a duplicate; then the validation, the
-        task's single answer, the norm bound; a step whose result is not finite is refused too.
+        Order: a redelivered update (same update id) is a duplicate; then its compressed form,
+        the validation, the task's single answer, the norm bound; a step whose result is not
+        finite is refused too.
         """
         if update.update_id in self.accepted_ids:
             self.duplicates += 1
             return Outcome("duplicate", self.version)
         try:
+            update = expand_update(update, self.compression, self.weights)
             staleness = check_update(update, version=self.version,
                                      max_staleness=self.max_staleness,
                                      issued_tasks=self.issued, template=self.weights,

@@ -100,6 +100,9 @@ def write_all(settings: CoordinatorSettings, core: CoordinatorCore, history: His
         "withheld_buffers": core.withheld_buffers, "expired_tasks": core.expired,
         "checkpoint": settings.checkpoint, "wall_seconds": round(record.elapsed(), 3),
         "time_to_target_s": record.time_to_target, "bytes_received": record.bytes_received,
+        "bytes_per_update": record.bytes_received / max(1, len(core.accepted_ids)
+                                                        + core.rejected_total + core.duplicates),
+        "compression": settings.compression, "topk_fraction": core.compression.topk_fraction,
         "resumes": record.resumes, "resumed_from_version": record.resumed_from,
         "update_norm": None if core.norm_guard is None else {
             "bound": core.norm_guard.bound, "recent": core.norm_guard.history[-10:],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from common.compression import Compressed, Compression, decompress
 from common.errors import RejectedUpdate
 from common.messages import WeightUpdate
 
@@ -44,3 +46,21 @@ def check_update(update: WeightUpdate, *, version: int, max_staleness: int,
         raise RejectedUpdate("wrong_form", "this strategy needs deltas, got full weights")
     check_arrays(update.weights, template)
     return staleness
+
+
+def expand_update(update: WeightUpdate, expected: Compression,
+                  template: Sequence[np.ndarray]) -> WeightUpdate:
+    """The update with the dense delta its compressed form stands for (common/compression.py
+    checks the form against the model before allocating it); refused when it is compressed
+    otherwise than the job's tasks ask, or compressed without being a delta."""
+    if update.compression != expected.method:
+        raise RejectedUpdate("compression_mismatch", f"the update is compressed "
+                             f"{update.compression}, this job's tasks ask for {expected.method}")
+    if not expected.lossy and not update.scales and not update.indices:
+        return update
+    if not update.is_delta:
+        raise RejectedUpdate("wrong_form", f"{expected.method} compresses deltas, got full weights")
+    dense = decompress(Compressed(update.weights, update.scales, update.indices), expected,
+                       template)
+    return dataclasses.replace(update, weights=tuple(dense), compression="none", scales=(),
+                               indices=())

@@ -31,6 +31,7 @@ from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
 from worker import refusals, training_data
 from worker.model_source import ModelSource
+from worker.packing import DeltaPacker
 from worker.shaping import shape_update
 from worker.task_hold import TaskHold
 from worker.trainer import Trainer
@@ -73,6 +74,7 @@ class WorkerService:
         self.tasks_done = 0
         self.releases = 0  # updates sent, for this worker's own privacy budget
         self.rng = np.random.default_rng()
+        self.packer = DeltaPacker()  # compression and top-k's residual (worker/packing.py)
         self.failure: str | None = None  # why this worker stopped on its own (exits non-zero)
         if settings.attack != "none":
             log.warning("ATTACK SIMULATION: this worker sends %s updates", settings.attack)
@@ -242,8 +244,8 @@ class WorkerService:
             update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
                                   num_examples=trainer.num_examples,
-                                  train_seconds=result.seconds, weights=shaped.weights,
-                                  is_delta=shaped.is_delta, metrics=result.metrics)
+                                  train_seconds=result.seconds, metrics=result.metrics,
+                                  **self.packer.pack(task, shaped))
             body = self.codec.encode(update, self.recipients)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)
@@ -286,6 +288,7 @@ class WorkerService:
                 broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
                                headers=header.fields())
         self.releases += 1
+        self.packer.sent()
         if self.held.settle(delivery):
             broker.ack(delivery)
         self.tasks_done += 1
