@@ -1,6 +1,9 @@
 # One image for every fedmq role: `fedmq coordinator`, `fedmq worker`, `fedmq watch`, `fedmq status`.
 # CPU-only TensorFlow (x86_64), a non-root user, and the `fedmq` command as the entry point.
-FROM python:3.11-slim-bookworm
+# The base is an argument so a test can build on a stand-in (.ci/images) without shadowing the
+# official image's name on the engine.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ARG TENSORFLOW=tensorflow-cpu==2.21.0
 

@@ -8,6 +8,7 @@ import base64
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +25,31 @@ DOCKERFILE = ROOT / "Dockerfile"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
 RABBITMQ_TLS_CONF = ROOT / "deploy" / "rabbitmq" / "tls.conf"
+USERS_SCRIPT = ROOT / "deploy" / "rabbitmq" / "users.sh"
+
+# The passwords the tests give docker-compose.yml (it reads them from .env or the environment and
+# refuses to start without them): one per broker user, named in definitions.json.
+TEST_PASSWORDS = {"FEDMQ_ADMIN_PASSWORD": "test-admin-2f8d0c",
+                  "FEDMQ_COORDINATOR_PASSWORD": "test-coordinator-91ab4e",
+                  "FEDMQ_WORKER_PASSWORD": "test-worker-5c7e12",
+                  "FEDMQ_OBSERVER_PASSWORD": "test-observer-07d3aa"}
+
+
+def compose_env() -> dict[str, str]:
+    """The environment for docker-compose: this one, with the test passwords, and no .env file
+    of the checkout in the way (the environment wins over .env)."""
+    return {**os.environ, **TEST_PASSWORDS}
+
+
+def password_of(user: dict[str, Any]) -> str:
+    """The test password of a definitions.json user (its password_hash names the variable)."""
+    return TEST_PASSWORDS[user["password_hash"]]
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256 of `password` (what users.sh writes)."""
+    salt = os.urandom(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 @functools.cache
@@ -34,7 +60,7 @@ def compose_config(*overrides: Path) -> dict[str, Any]:
     assert tool, "docker-compose is required (Debian: apt-get install docker-compose; .ci/run does)"
     files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
     result = subprocess.run([tool, *files, "config"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
+                            text=True, timeout=60, cwd=ROOT, env=compose_env())
     assert result.returncode == 0, f"docker-compose config refused the file:\n{result.stderr}"
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config

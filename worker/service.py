@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -37,6 +38,16 @@ from worker.task_hold import TaskHold
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
+
+
+def default_worker_id(hostname: str, pid: int) -> str:
+    """host-pid, unique among processes of one machine. A container's main process is pid 1 in
+    every replica, and replicas sharing the host's network (network_mode: host) share its name
+    too: there a random suffix tells the replicas apart (in the management UI's connections,
+    logs and history.csv)."""
+    if pid == 1:
+        return f"{hostname}-{secrets.token_hex(3)}"
+    return f"{hostname}-{pid}"
 
 
 class WorkerService:
@@ -132,7 +143,7 @@ class WorkerService:
     def _worker_id(self, settings: WorkerSettings) -> str:
         """The configured id; a sealed worker is its identity's name (and must be configured so)."""
         if self.codec.identity is None:
-            return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+            return settings.worker_id or default_worker_id(socket.gethostname(), os.getpid())
         if settings.worker_id and settings.worker_id != self.codec.identity.name:
             raise ConfigError(f"worker_id {settings.worker_id!r} differs from the identity's "
                               f"name {self.codec.identity.name!r}")

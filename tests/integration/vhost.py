@@ -2,7 +2,7 @@
 
 The shared broker is never reconfigured: the test creates a fresh vhost, imports the definitions'
 vhost-scoped part into it (POST /api/definitions/<vhost>), creates the definitions' users (renamed
-with a unique suffix, same password hashes, same tags) and their permissions on that vhost only,
+with a unique suffix, the test passwords, same tags) and their permissions on that vhost only,
 and deletes the vhost and the users afterwards. The default vhost is never touched.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from tests.deploy_support import definitions
+from tests.deploy_support import definitions, hash_password, password_of
 from tests.integration.support import AMQP_URL, MANAGEMENT_URL
 
 COMPOSE_BROKER_HOST = "rabbitmq"
@@ -79,7 +79,7 @@ def definitions_in_fresh_vhost() -> Iterator[LoadedDefinitions]:
         for user in spec["users"]:
             name = loaded.users[user["name"]]
             api.call("PUT", f"users/{quote(name, safe='')}",
-                     {"password_hash": user["password_hash"],
+                     {"password_hash": hash_password(password_of(user)),
                       "hashing_algorithm": user["hashing_algorithm"],
                       "tags": ",".join(user["tags"])})
             created_users.append(name)
