@@ -19,9 +19,11 @@ from tests.integration.support import Processes, read_summary
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 TIMEOUT_S = 20
 SHAPE: dict[str, Any] = {"dataset": "digits", "seed": 4, "num_shards": 3, "partition": "iid"}
+# (max_staleness high: the long task's update is hundreds of versions old and must be applied)
 JOB: dict[str, Any] = {**SHAPE, "strategy": "fedasync", "max_updates": 100000,
                        "max_seconds": 7 * TIMEOUT_S, "concurrency": 3, "drain_seconds": 120,
-                       "task_deadline": 6 * TIMEOUT_S, "wait_for_workers": 3}
+                       "task_deadline": 6 * TIMEOUT_S, "wait_for_workers": 3,
+                       "max_staleness": 100000}
 CLOSED = ("broker unavailable", "PRECONDITION_FAILED", "timed out", "lease revoked")
 
 
@@ -42,23 +44,29 @@ def test_leases_and_a_task_training_twice_the_consumer_timeout_survive(tmp_path:
         out = tmp_path / "out"
         workers = [procs.start("worker", name=f"w{i}", train_delay_seconds=0.5,
                                task_hold_seconds=TIMEOUT_S / 2, **SHAPE) for i in range(2)]
-        slow = procs.start("worker", name="slow", train_delay_seconds=2 * TIMEOUT_S,
-                           task_hold_seconds=TIMEOUT_S / 2, **SHAPE)
+        slow = procs.start("worker", name="slow", worker_id="slow",
+                           train_delay_seconds=2 * TIMEOUT_S, task_hold_seconds=TIMEOUT_S / 2,
+                           **SHAPE)
         coordinator = procs.start("coordinator", out=out, **JOB)
 
         # When the job runs for 7 times the consumer timeout
         assert procs.wait(coordinator, 7 * TIMEOUT_S + 400) == 0, coordinator.log()[-4000:]
         procs.stop_all()
 
-        # Then every update was applied once (the ledger audit), the slow worker's long tasks
-        # included, and no process saw its channel closed or its lease revoked
+        # Then every update was applied once (the ledger audit: each confirmed update decided,
+        # none twice; and none rejected), a task trained for twice the timeout included, and no
+        # process saw its channel closed or its lease revoked
         check = Broker(node.url, name="fedmq-test-audit")
         try:
-            result = audit(out, tapped_updates(check, topology), JOB)
+            sent = tapped_updates(check, topology)
         finally:
             check.close()
-        assert result.summary["updates_applied"] >= 20, read_summary(out)
-        assert "task " in slow.log() and " done (" in slow.log(), slow.log()[-3000:]
+        result = audit(out, sent, JOB)
+        summary = read_summary(out)
+        assert summary["updates_applied"] >= 20 and summary["updates_rejected"] == 0, summary
+        assert len(result.applied) == len(sent), (len(result.applied), len(sent))
+        long = [sent[u].train_seconds for u in result.applied if sent[u].worker_id == "slow"]
+        assert long and min(long) >= 2 * TIMEOUT_S, (long, slow.log()[-3000:])
         for proc in [*workers, slow, coordinator]:
             seen = [word for word in CLOSED if word in proc.log()]
             assert not seen, f"{proc.name}: {seen}\n{proc.log()[-3000:]}"
