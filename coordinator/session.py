@@ -40,6 +40,7 @@ from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
 
+
 class Coordinator:
     """One job's coordinator; `run()` blocks until the job ends and returns its summary."""
 
