@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 INPUTS, CLASSES = 32, 10
-# name -> hidden layer widths; float32 parameters: 20 KB, 4 MB, 40 MB, 400 MB
+# name -> hidden layer widths; float32 parameters: 20 KB, 4 MB, 40 MB, 400 MB, and 1 GB
+# (250.2M parameters in 17 layers, the largest 67 MB: many layers, as real models of that size
+# have, rather than two of 500 MB)
 HIDDEN: dict[str, tuple[int, ...]] = {
     "20kb": (118,), "4mb": (980, 980), "40mb": (3140, 3140), "400mb": (9980, 9980),
+    "1gb": (4082,) * 16,
 }
 
 
@@ -57,6 +60,10 @@ def mlp_40mb() -> Any:
 
 def mlp_400mb() -> Any:
     return build("400mb")
+
+
+def mlp_1gb() -> Any:
+    return build("1gb")
 
 
 def spec(size: str) -> str:

@@ -7,9 +7,10 @@ A worker takes a task; if the model it holds is older than the task's `min_versi
 for the model through the real `ModelSource` request path (as a real worker does: asking again
 after 5 s, using what it holds after 10 s); after `--delay` seconds ("training") it answers with
 the model it holds plus a small fixed perturbation (a delta or whole weights, as the task asks),
-encoded by the real codec, publishes it to the inbox with a publisher confirm, and only then
-acks the task. Unlike a real worker it asks for no model before its first task: a fleet of
-1,000 would otherwise fetch 1,000 models at start.
+encoded by the real codec, publishes it to the inbox with a publisher confirm (in chunks of
+`--chunk-bytes` when it is larger, as a real worker does), and only then acks the task. Unlike
+a real worker it asks for no model before its first task: a fleet of 1,000 would otherwise
+fetch 1,000 models at start.
 
 Decoded models are shared across the process by version (the broker still delivers one body per
 request: that traffic is what the bench measures). On SIGTERM the process writes `--report`:
@@ -33,7 +34,7 @@ import click
 import numpy as np
 
 from bench import scale_model
-from common import models, wire
+from common import chunks, models, wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import DecodeError, FedmqError
@@ -45,10 +46,12 @@ from worker.model_source import FRESH_MODEL_WAIT_SECONDS, MODEL_REQUEST_RETRY_SE
 class Fleet:
     """What the simulated workers of one process share: settings, decoded models, the record."""
 
-    def __init__(self, job: str, size: str, delay: float, max_bytes: int) -> None:
+    def __init__(self, job: str, size: str, delay: float, max_bytes: int,
+                 chunk_bytes: int = 4 * 1024 * 1024) -> None:
         self.topology = Topology(job)
         self.codec = Codec(max_bytes)
         self.delay = delay
+        self.chunk_bytes = chunk_bytes
         template = [np.zeros(shape, np.float32) for shape in scale_model.shapes(size)]
         self.fingerprint = models.fingerprint(template)
         rng = np.random.default_rng(0)
@@ -74,7 +77,7 @@ class SimWorker:
     def __init__(self, worker_id: str, broker: Broker, fleet: Fleet, due: list[Any]) -> None:
         self.fleet, self.broker, self.due = fleet, broker, due
         self.source = ModelSource(worker_id, fleet.topology, fleet.codec, None,
-                                  fleet.fingerprint)
+                                  fleet.fingerprint, max_body_bytes=fleet.codec.max_bytes)
         self.task: tuple[Delivery, TrainTask] | None = None
         self.asked_at = 0.0
         self.waiting_since = 0.0
@@ -122,10 +125,11 @@ class SimWorker:
         """Ask again, or give up waiting for a fresher model, as the real worker does."""
         if self.task is None or self.scheduled:
             return
+        receiving = now - self.source.last_chunk_at < MODEL_REQUEST_RETRY_SECONDS
         if self.source.latest is not None and now - self.waiting_since > FRESH_MODEL_WAIT_SECONDS:
             self._schedule()
-        elif now - self.asked_at > MODEL_REQUEST_RETRY_SECONDS:
-            self._ask()
+        elif now - self.asked_at > MODEL_REQUEST_RETRY_SECONDS and not receiving:
+            self._ask()  # as ModelSource.for_task: never while a chunked reply is arriving
 
     def answer(self) -> None:
         assert self.task is not None and self.source.latest is not None
@@ -139,7 +143,13 @@ class SimWorker:
                               is_delta=task.send_delta)
         body = self.fleet.codec.encode(update)
         sent_at = time.time()
-        self.broker.publish(self.fleet.topology.inbox, UPDATE_KEY, body)
+        if len(body) <= self.fleet.chunk_bytes:
+            self.broker.publish(self.fleet.topology.inbox, UPDATE_KEY, body)
+        else:
+            for header, part in chunks.split(body, self.fleet.chunk_bytes):
+                self.broker.publish(self.fleet.topology.inbox, UPDATE_KEY, bytes(part),
+                                    headers=header.fields())
+        del body
         self.broker.ack(delivery)
         self.task = None
         with self.fleet.lock:
@@ -198,13 +208,16 @@ def watch_versions(url: str, fleet: Fleet, job: str, seen: dict[int, float]) -> 
 @click.option("--per-connection", default=1, show_default=True, help="Workers per connection.")
 @click.option("--size", default="20kb", type=click.Choice(sorted(scale_model.HIDDEN)))
 @click.option("--delay", default=0.0, show_default=True, help="Seconds of 'training' per task.")
-@click.option("--max-message-bytes", default=64 * 1024 * 1024, show_default=True)
+@click.option("--max-body-bytes", default=2 * 1024 ** 3, show_default=True,
+              help="Largest whole model accepted (it may come in chunks).")
+@click.option("--chunk-bytes", default=4 * 1024 * 1024, show_default=True,
+              help="Updates larger than this are sent in chunks of this size.")
 @click.option("--report", type=click.Path(path_type=Path), required=True)
 @click.option("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
 def main(job: str, workers: int, per_connection: int, size: str, delay: float,
-         max_message_bytes: int, report: Path, amqp_url: str) -> None:
+         max_body_bytes: int, chunk_bytes: int, report: Path, amqp_url: str) -> None:
     """Run simulated workers until SIGTERM, then write the report."""
-    fleet = Fleet(job, size, delay, max_message_bytes)
+    fleet = Fleet(job, size, delay, max_body_bytes, chunk_bytes)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: fleet.stop.set())
     ids = [f"sim-{index:04d}" for index in range(workers)]

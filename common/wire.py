@@ -84,6 +84,8 @@ def decode_array(obj: Any) -> np.ndarray:
     if len(data) != expected:
         raise DecodeError(f"array data has {len(data)} bytes, shape {shape} needs {expected}")
     source, offset = (data.source, data.offset) if isinstance(data, Span) else (data, 0)
+    if isinstance(source, bytearray):  # a reassembled body: its views stay read-only
+        source = memoryview(source).toreadonly()
     try:
         return np.frombuffer(source, dtype=np.dtype(dtype), count=math.prod(shape),
                              offset=offset).reshape(shape)
@@ -141,7 +143,7 @@ def _unpack_in_place(body: bytes | bytearray, max_bytes: int) -> tuple[Envelope,
     the envelope's own `payload` is then empty."""
     _check_body(body, max_bytes, "message body")
     try:
-        obj = wire_bulk.unpack(body if isinstance(body, bytes) else bytes(body))
+        obj = wire_bulk.unpack(body if isinstance(body, bytes | bytearray) else bytes(body))
     except DecodeError as exc:
         raise DecodeError(f"message body is not valid msgpack: {exc}") from None
     return _envelope(obj)

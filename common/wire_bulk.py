@@ -28,7 +28,7 @@ MAX_DEPTH = 32
 class Span:
     """`length` bytes of `source` from `offset`: a binary left where it lies."""
 
-    source: bytes
+    source: bytes | bytearray
     offset: int
     length: int
 
@@ -96,7 +96,7 @@ _EXT: dict[int, int | str] = {0xC7: ">B", 0xC8: ">H", 0xC9: ">I", 0xD4: 1, 0xD5:
 
 
 class _Reader:
-    def __init__(self, source: bytes) -> None:
+    def __init__(self, source: bytes | bytearray) -> None:
         self.source, self.view, self.pos = source, memoryview(source), 0
 
     def take(self, n: int) -> memoryview:
@@ -164,7 +164,7 @@ class _Reader:
         return out
 
 
-def unpack(source: bytes | Span) -> Any:
+def unpack(source: bytes | bytearray | Span) -> Any:
     """The value `source` (or the part of a source a span covers) holds, see the module's
     docstring; DecodeError if it is malformed."""
     span = source if isinstance(source, Span) else Span(source, 0, len(source))

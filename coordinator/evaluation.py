@@ -53,7 +53,8 @@ def for_job(settings: CoordinatorSettings) -> tuple[Evaluator, str, list[np.ndar
     model = models.build(name, settings.seed)
     x_test, y_test = held_out(settings)
     models.check_compatible(model, x_test, y_test)
-    return Evaluator(model, x_test, y_test), name, [np.array(w) for w in model.get_weights()]
+    # get_weights returns fresh arrays the model does not share: no second copy of a big model
+    return Evaluator(model, x_test, y_test), name, [np.asarray(w) for w in model.get_weights()]
 
 
 def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:

@@ -73,14 +73,22 @@ class Outbox:
     def check_model_fits(self, weights: Sequence[np.ndarray], name: str, limit: int) -> int:
         """Stop before declaring anything if the model cannot travel: encoded as it is sent, and
         as a worker's update of it (a little larger), it must fit the body limit (`limit`,
-        --max-body-bytes; it travels in chunks). Raises ConfigError; returns the larger size."""
-        model = self.codec.encode(GlobalModel(version=0, fingerprint=self.fingerprint,
-                                              weights=tuple(weights)), self.readers())
-        update = self.codec.encode(WeightUpdate(
-            update_id=new_id(), worker_id="w" * 64, task_id=new_id(), base_version=0,
-            num_examples=0, train_seconds=0.0, weights=tuple(weights)))
+        --max-body-bytes; it travels in chunks). Raises ConfigError. The messages are encoded
+        with empty arrays first: with the data's bytes and a generous allowance per array that
+        bounds their size, and only a model near the limit is encoded whole (a 1 GB model
+        would cost two more copies of itself at start). Returns the larger size, or that bound."""
+        def messages(arrays: tuple[np.ndarray, ...]) -> tuple[bytes, bytes]:
+            model = self.codec.encode(GlobalModel(version=0, fingerprint=self.fingerprint,
+                                                  weights=arrays), self.readers())
+            return model, self.codec.encode(WeightUpdate(
+                update_id=new_id(), worker_id="w" * 64, task_id=new_id(), base_version=0,
+                num_examples=0, train_seconds=0.0, weights=arrays))
+        empty = tuple(np.zeros(0, w.dtype) for w in weights)
+        bound = max(map(len, messages(empty))) + sum(w.nbytes + 128 for w in weights)
+        if bound <= limit:
+            return bound
         parameters = sum(int(w.size) for w in weights)
-        largest = max(model, update, key=len)
+        largest = max(messages(tuple(weights)), key=len)
         limits.check_fits(f"the model {name!r} ({parameters} parameters)", largest, limit)
         return len(largest)
 

@@ -75,7 +75,7 @@ class _BenchGroup(click.Group):
     when its command is used (or its help shown)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["compression", "scale", "time-to-accuracy"]
+        return ["big-model", "compression", "scale", "time-to-accuracy"]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "time-to-accuracy":
@@ -86,6 +86,10 @@ class _BenchGroup(click.Group):
             from bench.scale import main as scale
 
             return scale
+        if cmd_name == "big-model":
+            from bench.big_model import main as big_model
+
+            return big_model
         if cmd_name == "compression":
             from bench.compression import main as compression
 

@@ -51,8 +51,9 @@ def rabbitmq_script(name: str) -> str | None:
 class LocalNode:
     """A private RabbitMQ node on 127.0.0.1:`port`, data in a temporary directory."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, config: str = "") -> None:
         self.port = port
+        self.config = config  # more rabbitmq.conf lines (e.g. a benchmark's max_message_size)
         self.node = f"{NODE_NAME}-{port}@localhost"
         self.directory = Path(tempfile.mkdtemp(prefix="fedmq-broker-"))
         self.as_rabbitmq = os.getuid() == 0 and _has_user("rabbitmq")
@@ -75,7 +76,7 @@ class LocalNode:
 
     def start(self, user: str, password: str, vhost: str) -> None:
         (self.directory / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self.config}\n")
         (self.directory / "enabled_plugins").write_text("[].\n")
         if self.as_rabbitmq:
             for path in [self.directory, *self.directory.rglob("*")]:

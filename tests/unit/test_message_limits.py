@@ -19,6 +19,7 @@ from common.messages import GlobalModel, TrainTask
 from common.settings import CoordinatorSettings, WorkerSettings
 from common.topology import Topology
 from worker.model_source import ModelSource
+from worker.packing import DeltaPacker
 from worker.service import WorkerService
 from worker.task_hold import TaskHold
 from worker.trainer import TrainResult
@@ -94,6 +95,7 @@ def test_an_update_over_the_limit_is_never_published_and_its_task_goes_back() ->
     service.worker_id = "w"
     service.trainer = FakeTrainer()
     service.rng = np.random.default_rng(0)
+    service.packer = DeltaPacker()
     service.models = ModelSource("w", Topology(), service.codec, None, "f",
                                  too_large=service._over_limit)
     service.models.latest = GlobalModel(version=0, fingerprint="f",
