@@ -46,6 +46,14 @@ def password_of(user: dict[str, Any]) -> str:
     return TEST_PASSWORDS[user["password_hash"]]
 
 
+def rendered_definitions() -> dict[str, Any]:
+    """definitions.json as the broker-users service writes it for the test passwords."""
+    spec = definitions()
+    for user in spec["users"]:
+        user["password_hash"] = hash_password(password_of(user))
+    return spec
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's rabbit_password_hashing_sha256 of `password` (what users.sh writes)."""
     salt = os.urandom(4) if salt is None else salt

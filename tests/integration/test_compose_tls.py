@@ -32,10 +32,10 @@ from tests.deploy_support import (
     RABBITMQ_TLS_CONF,
     ROOT,
     compose_config,
-    definitions,
     fedmq_services,
     mounts,
     rabbitmq_conf,
+    rendered_definitions,
 )
 from tests.integration.private_node import PrivateNode
 from tests.integration.support import Proc, Processes, read_summary, wait_for
@@ -102,8 +102,9 @@ def compose() -> Iterator[TlsCompose]:
     node.start()
     try:
         # the compose broker's users, vhost and permissions (the private node's own guest stays)
-        requests.post(f"http://127.0.0.1:{MANAGEMENT_PORT}/api/definitions", json=definitions(),
-                      auth=("guest", "guest"), timeout=30).raise_for_status()
+        requests.post(f"http://127.0.0.1:{MANAGEMENT_PORT}/api/definitions",
+                      json=rendered_definitions(), auth=("guest", "guest"),
+                      timeout=30).raise_for_status()
         yield TlsCompose(node, certificates, config)
     finally:
         node.destroy()
