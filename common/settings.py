@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.learning_settings import ServerLearningSettings, TaskSettings
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
@@ -129,8 +130,9 @@ class RobustSettings(_Base):
                                 "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
-class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, IdentitySettings,
-                          TrainingSettings, DataSettings, ConnectionSettings):
+class CoordinatorSettings(ServerLearningSettings, TaskSettings, QueueSettings, RobustSettings,
+                          PrivacyBudgetSettings, IdentitySettings, TrainingSettings, DataSettings,
+                          ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
         "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
                                 "fedbuff (buffer K deltas), fedavg (synchronous rounds).")
@@ -245,7 +247,8 @@ class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, 
             raise ValueError(problem)
 
 
-class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
+class WorkerSettings(TaskSettings, PrivacyBudgetSettings, IdentitySettings, DataSettings,
+                     ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
                                     "unset: lease a free shard (the fedmq.shards.<i> queues).")
     data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "

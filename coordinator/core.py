@@ -30,10 +30,11 @@ from coordinator.validation import check_update
 def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
     """TrainTask fields beyond the training settings: local differential privacy (none with
     central DP: workers send their deltas as they are, and the coordinator noises them)."""
+    fedprox = {"proximal_mu": settings.proximal_mu}
     if settings.dp_mode == "central":
-        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0}
+        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **fedprox}
     return {"dp_clip_norm": settings.dp_clip_norm,
-            "dp_noise_multiplier": settings.dp_noise_multiplier}
+            "dp_noise_multiplier": settings.dp_noise_multiplier, **fedprox}
 
 
 @dataclass(frozen=True)
