@@ -15,7 +15,7 @@ from tests.integration.support import Processes, read_summary
 
 pytestmark = pytest.mark.integration
 TASKS = "tests.integration.learning_tasks"
-SHARED = {"num_shards": 2, "validation_fraction": 0.25}
+SHARED: dict[str, Any] = {"num_shards": 2, "validation_fraction": 0.25}
 
 
 def run_job(procs: Processes, out: Path, task: str, **coordinator: Any) -> dict[str, Any]:
