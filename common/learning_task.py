@@ -134,3 +134,20 @@ def check_trainable(model: Any, task: LearningTask, x: np.ndarray, y: np.ndarray
 def ordering(task: LearningTask | None) -> Callable[[str], bool]:
     """Whether a larger value of a metric is better: the task's say, else by the metric's name."""
     return (task or LearningTask(build_model=lambda: None)).better_is_higher
+
+
+def fresh_model(task: LearningTask | None, model_name: str, seed: int) -> Any:
+    """The job's fresh model: the task's, or the built-in spec `model_name`."""
+    from common import models
+
+    return models.build(model_name, seed) if task is None else build(task, seed)
+
+
+def check(model: Any, task: LearningTask | None, x: np.ndarray, y: np.ndarray) -> None:
+    """The start check: the task's (check_trainable), or the built-in softmax classifier's."""
+    from common import models
+
+    if task is None:
+        models.check_compatible(model, x, y)
+    else:
+        check_trainable(model, task, x, y)

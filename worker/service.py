@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,9 @@ class WorkerService:
         models.configure_tensorflow(settings.tf_threads)
         self.task = learning_task.load(settings.task) if settings.task else None
         self.model_name = settings.task or models.resolve_name(settings.model, settings.dataset)
-        self.model = self._fresh_model()
+        self.fresh_model = partial(learning_task.fresh_model, self.task, self.model_name,
+                                   settings.seed)
+        self.model = self.fresh_model()
         self.validation: tuple[np.ndarray, np.ndarray] | None = None  # --validation-fraction
         self.local_eval: LocalEvaluation | None = None
         self.fingerprint = models.fingerprint(self.model.get_weights())
@@ -121,10 +124,7 @@ class WorkerService:
         if self.shard == (shard, num_shards):
             return
         loaded = training_data.load(self.settings, shard, num_shards, self.task)
-        if self.task is None:
-            models.check_compatible(self.model, loaded.x, loaded.y)
-        else:
-            learning_task.check_trainable(self.model, self.task, loaded.x, loaded.y)
+        learning_task.check(self.model, self.task, loaded.x, loaded.y)
         self.trainer = Trainer(self.model, loaded.x, loaded.y, self.settings.slowdown,
                                self.settings.train_delay_seconds, self.task)
         self.shard = (shard, num_shards)
@@ -134,16 +134,11 @@ class WorkerService:
         log.info("worker %s trains on %s (%d examples)", self.worker_id, loaded.source,
                  len(loaded.y))
 
-    def _fresh_model(self) -> Any:
-        if self.task is None:
-            return models.build(self.model_name, self.settings.seed)
-        return learning_task.build(self.task, self.settings.seed)
-
     def _evaluations(self, broker: Broker) -> None:
         """Federated evaluation (worker/local_evaluation.py) when it keeps a validation split."""
         if self.local_eval is None and self.validation is not None:
             self.local_eval = LocalEvaluation(
-                self.worker_id, self.task, self._fresh_model, *self.validation, self.topology,
+                self.worker_id, self.task, self.fresh_model, *self.validation, self.topology,
                 self.codec, self.trusted, self.recipients, self.models, self.stop)
         if self.local_eval is not None:
             self.local_eval.subscribe(broker)
