@@ -58,4 +58,4 @@ class Lab:
                 for w, a in zip(weights, aggregate, strict=True)]
 
     def accuracy(self, weights: Arrays) -> float:
-        return self.evaluator.score(weights).accuracy
+        return self.evaluator.accuracy_of(weights)

@@ -76,7 +76,7 @@ def train_central(config: BenchConfig) -> tuple[dict[str, Any], list[tuple[float
     started = time.monotonic()
     while time.monotonic() - started < config.seconds and len(curve) <= 60:
         weights = trainer.train(weights, 1, defaults.batch_size, defaults.learning_rate).weights
-        curve.append((time.monotonic() - started, evaluator.score(weights).accuracy))
+        curve.append((time.monotonic() - started, evaluator.accuracy_of(weights)))
     result = {"time_to_target_s": time_to_target(curve, config.target),
               "final_accuracy": curve[-1][1], "updates_applied": None,
               "bytes_received": 0, "epochs": len(curve) - 1}

@@ -195,3 +195,12 @@ def builtin_shard(dataset: str, test_fraction: float, seed: int, method: str, al
     split = builtin_split(dataset, test_fraction, seed)
     index = partition(split.y_train, num_shards, method, alpha, seed)[shard_index]
     return split.x_train[index], split.y_train[index]
+
+
+def validation_split(num_examples: int, fraction: float, seed: int,
+                     shard: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of one shard's examples: the validation share is drawn by a
+    generator seeded with (seed, shard), so a restarted worker keeps the same split."""
+    order = np.random.default_rng([seed, shard]).permutation(num_examples)
+    cut = int(round(num_examples * fraction))
+    return np.sort(order[cut:]), np.sort(order[:cut])

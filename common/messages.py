@@ -40,6 +40,7 @@ class TrainTask:
     dp_noise_multiplier: float = 0.0  # > 0: add N(0, (multiplier * clip)^2) to every coordinate
     compression: Method = "none"      # how the delta is to be sent (common/compression.py)
     topk_fraction: float = 0.0        # topk: the share of each layer's entries sent
+    proximal_mu: float = 0.0          # > 0: FedProx, mu/2 * ||w - w_global||^2 in the local loss
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,37 @@ class ShardLease:
     job: str = ""
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """Federated evaluation: the workers sampled (by a hash of worker id and version, a share
+    `sample` of them) evaluate `version`, or the fresher one they hold, on their validation
+    split. Small (no weights), on the evaluations fanout exchange."""
+
+    KIND: ClassVar[str] = "eval_request"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ()
+
+    version: int
+    sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One worker's metrics of one global version on its validation split (to the inbox)."""
+
+    KIND: ClassVar[str] = "eval_report"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("metrics",)  # a site's metrics describe its data
+
+    worker_id: str
+    request_version: int  # the version asked for: reports are grouped by it
+    version: int          # the version evaluated (the freshest held, >= request_version)
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 Message = (TrainTask | WeightUpdate | GlobalModel | ModelNotice | ModelRequest | Event
-           | ShardLease)
+           | ShardLease | EvalRequest | EvalReport)
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (TrainTask, WeightUpdate, GlobalModel, ModelNotice, ModelRequest, Event,
-                ShardLease)
+                ShardLease, EvalRequest, EvalReport)
 }

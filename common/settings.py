@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.compression_settings import CompressionSettings, compression_problem
+from common.learning_settings import ServerLearningSettings, TaskSettings
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
@@ -130,7 +131,8 @@ class RobustSettings(_Base):
                                 "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
-class CoordinatorSettings(CompressionSettings, QueueSettings, RobustSettings,
+class CoordinatorSettings(CompressionSettings, ServerLearningSettings, TaskSettings,
+                          QueueSettings, RobustSettings,
                           PrivacyBudgetSettings, IdentitySettings, TrainingSettings, DataSettings,
                           ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
@@ -249,7 +251,8 @@ class CoordinatorSettings(CompressionSettings, QueueSettings, RobustSettings,
             raise ValueError(problem)
 
 
-class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
+class WorkerSettings(TaskSettings, PrivacyBudgetSettings, IdentitySettings, DataSettings,
+                     ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
                                     "unset: lease a free shard (the fedmq.shards.<i> queues).")
     data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "

@@ -18,6 +18,7 @@ UPDATE_DELIVERY_LIMIT = 1_000_000_000
 MODEL_REQUEST_TTL_MS = 60_000
 UPDATE_KEY = "update"                # routing key of updates on the inbox exchange
 MODEL_REQUEST_KEY = "model.request"  # routing key of model requests on the inbox exchange
+EVAL_REPORT_KEY = "eval.report"     # routing key of federated evaluation reports on the inbox
 REPLY_TO = "amq.rabbitmq.reply-to"   # RabbitMQ's direct reply-to: where model requests are answered
 
 
@@ -95,6 +96,16 @@ class Topology:
         """
         return self._name("inbox")
 
+    @property
+    def evaluations(self) -> str:
+        """Fanout exchange: federated evaluation requests, to every worker's private queue."""
+        return self._name("evaluations")
+
+    @property
+    def eval_reports(self) -> str:
+        """The workers' evaluation reports (metrics only), consumed by the coordinator."""
+        return self._name("eval.reports")
+
     def shard(self, index: int) -> str:
         """Shard lease `index`: an empty queue whose one exclusive consumer holds the shard."""
         return self._name(f"shards.{index}")
@@ -111,7 +122,7 @@ class Topology:
     def exchanges(self) -> list[ExchangeSpec]:
         return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
                 ExchangeSpec(self.dead_letter_exchange, "fanout"),
-                ExchangeSpec(self.inbox, "direct")]
+                ExchangeSpec(self.inbox, "direct"), ExchangeSpec(self.evaluations, "fanout")]
 
     def queues(self) -> list[QueueSpec]:
         dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
@@ -130,13 +141,15 @@ class Topology:
                                   "x-overflow": "drop-head",
                                   "x-message-ttl": self.limits.dead_ttl_ms, **expires}),
             self.lock_queue(self.control),
+            QueueSpec(self.eval_reports, {**expires}),
         ]
 
     def bindings(self) -> list[tuple[str, str, str]]:
         """(exchange, queue, routing key) triples."""
         return [(self.dead_letter_exchange, self.dead, ""),
                 (self.inbox, self.updates, UPDATE_KEY),
-                (self.inbox, self.model_requests, MODEL_REQUEST_KEY)]
+                (self.inbox, self.model_requests, MODEL_REQUEST_KEY),
+                (self.inbox, self.eval_reports, EVAL_REPORT_KEY)]
 
     def all_queue_names(self) -> list[str]:
         return [q.name for q in self.queues()]

@@ -29,16 +29,17 @@ from coordinator.validation import check_update, expand_update
 
 
 def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
-    """TrainTask fields beyond the training settings: how deltas are compressed, and local
-    differential privacy (none with central DP: workers send their deltas as they are, and the
-    coordinator noises them)."""
+    """TrainTask fields beyond the training settings: how deltas are compressed, FedProx's mu,
+    and local differential privacy (none with central DP: workers send their deltas as they are,
+    and the coordinator noises them)."""
     spec = settings.compression_spec()
-    packing = ({"compression": spec.method, "topk_fraction": spec.topk_fraction}
-               if spec.lossy else {})
+    extra: dict[str, Any] = {"proximal_mu": settings.proximal_mu}
+    if spec.lossy:
+        extra.update(compression=spec.method, topk_fraction=spec.topk_fraction)
     if settings.dp_mode == "central":
-        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **packing}
+        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **extra}
     return {"dp_clip_norm": settings.dp_clip_norm,
-            "dp_noise_multiplier": settings.dp_noise_multiplier, **packing}
+            "dp_noise_multiplier": settings.dp_noise_multiplier, **extra}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
-"""Evaluation of global weights on the coordinator's held-out split (on a thread of its own while
-the job runs: `Background`)."""
+"""Evaluation of global weights on the coordinator's held-out split (when it holds one), on a
+thread of its own while the job runs (`Background`).
+
+The built-in softmax classifiers are scored in numpy (accuracy and cross-entropy, milliseconds);
+a user's learning task with its own compiled loss and metrics (`model.evaluate`). A coordinator
+without data (a user task with no `load_eval_data`, or --no-central-eval) scores nothing here: the
+job is then evaluated on the workers (coordinator/federated_eval.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from common import data, models
+from common import data, learning_task, models
+from common.errors import ConfigError
+from common.learning_task import LearningTask
 from common.settings import CoordinatorSettings
 
 log = logging.getLogger("fedmq.coordinator")
@@ -19,42 +27,95 @@ log = logging.getLogger("fedmq.coordinator")
 
 @dataclass(frozen=True)
 class Score:
-    accuracy: float
-    loss: float
+    """Metric name -> value; always a "loss", "accuracy" for classifiers."""
+
+    metrics: dict[str, float]
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+    @property
+    def loss(self) -> float:
+        return self.metrics["loss"]
 
 
 class Evaluator:
     """Holds one Keras model instance; `score` loads weights into it and measures them."""
 
-    def __init__(self, model: Any, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    def __init__(self, model: Any, x_test: np.ndarray | None, y_test: np.ndarray | None,
+                 task: LearningTask | None = None) -> None:
         self.model = model
         self.x_test = x_test
         self.y_test = y_test
+        self.task = task
+        if task is not None:
+            learning_task.compile_model(model, task, learning_rate=0.1)
 
-    def score(self, weights: list[np.ndarray]) -> Score:
+    @property
+    def has_data(self) -> bool:
+        return self.x_test is not None
+
+    def score(self, weights: list[np.ndarray]) -> Score | None:
+        if self.x_test is None or self.y_test is None:
+            return None
         self.model.set_weights(weights)
+        if self.task is not None:
+            scores = self.model.evaluate(self.x_test, self.y_test, verbose=0, return_dict=True)
+            return Score({name: float(value) for name, value in scores.items()})
         probabilities = np.asarray(self.model(self.x_test, training=False), dtype=np.float64)
         picked = probabilities[np.arange(len(self.y_test)), self.y_test]
         loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
         accuracy = float(np.mean(np.argmax(probabilities, axis=1) == self.y_test))
-        return Score(accuracy=accuracy, loss=loss)
+        return Score({"accuracy": accuracy, "loss": loss})
+
+    def accuracy_of(self, weights: list[np.ndarray]) -> float:
+        """A classifier's held-out accuracy (benchmarks)."""
+        score = self.score(weights)
+        if score is None or score.accuracy is None:
+            raise ValueError("this evaluator measures no held-out accuracy")
+        return score.accuracy
 
     def save(self, weights: list[np.ndarray], path: str) -> None:
         """Write the weights as a complete `.keras` model file."""
         self.model.set_weights(weights)
-        models.compile_for_training(self.model, learning_rate=0.1)
+        if self.task is None:
+            models.compile_for_training(self.model, learning_rate=0.1)
         self.model.save(path)
 
 
 def for_job(settings: CoordinatorSettings) -> tuple[Evaluator, str, list[np.ndarray]]:
     """The job's evaluator, its model's name and initial weights; a model that cannot work on
     the held-out data is refused here, at start."""
+    if settings.task:
+        return _for_task(settings, learning_task.load(settings.task))
     name = models.resolve_name(settings.model, settings.dataset)
     model = models.build(name, settings.seed)
+    weights = [np.asarray(w) for w in model.get_weights()]  # fresh arrays: no copy
+    if not settings.central_eval:
+        return Evaluator(model, None, None), name, weights
     x_test, y_test = held_out(settings)
     models.check_compatible(model, x_test, y_test)
-    # get_weights returns fresh arrays the model does not share: no second copy of a big model
-    return Evaluator(model, x_test, y_test), name, [np.asarray(w) for w in model.get_weights()]
+    return Evaluator(model, x_test, y_test), name, weights
+
+
+def _for_task(settings: CoordinatorSettings,
+              task: LearningTask) -> tuple[Evaluator, str, list[np.ndarray]]:
+    model = learning_task.build(task, settings.seed)
+    weights = [np.asarray(w) for w in model.get_weights()]  # fresh arrays: no copy
+    x_test = y_test = None
+    if settings.central_eval and settings.eval_data_path:
+        x_test, y_test = held_out(settings)
+    elif settings.central_eval and task.load_eval_data is not None:
+        x_test, y_test = (np.asarray(a) for a in task.load_eval_data(settings.seed))
+    if x_test is not None and y_test is not None:
+        learning_task.check_trainable(model, task, x_test, y_test)
+        model.set_weights(weights)
+    elif settings.validation_fraction <= 0:
+        raise ConfigError(f"task {task.name!r} gives the coordinator no held-out data "
+                          f"(load_eval_data or --eval-data-path): evaluate on the workers "
+                          f"with --validation-fraction")
+    return Evaluator(model, x_test, y_test, task), task.name, weights
 
 
 def held_out(settings: CoordinatorSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +180,8 @@ class Background:
                 assert self._wanted is not None
                 (version, weights, at), self._wanted, self._busy = self._wanted, None, True
             try:
-                done = [Scored(version, at, self.evaluator.score(weights))]
+                score = self.evaluator.score(weights)
+                done = [] if score is None else [Scored(version, at, score)]
             except Exception:  # one failed evaluation must not end the job's evaluations
                 log.exception("evaluation of version %d failed", version)
                 done = []

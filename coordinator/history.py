@@ -11,7 +11,11 @@ import numpy as np
 from coordinator.checkpoint import pack_strings, unpack_strings
 
 HISTORY_FIELDS = ["version", "wall_seconds", "accuracy", "loss", "staleness", "worker_id",
-                  "epsilon"]
+                  "epsilon", "fed_metric", "fed_loss", "worst_metric", "worst_worker",
+                  "eval_workers"]
+FEDERATED = {"fed_metric": "", "fed_loss": "", "worst_metric": "", "worst_worker": "",
+             "eval_workers": ""}  # blank until the workers' reports of the version arrive
+FLOATS = ("fed_metric", "fed_loss", "worst_metric")
 
 
 @dataclass
@@ -25,17 +29,32 @@ class History:
         """A new version; `epsilon` is the largest privacy loss of any worker so far (DP on)."""
         self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
                           "accuracy": "", "loss": "", "staleness": staleness,
-                          "worker_id": worker_id, "epsilon": "" if epsilon is None else epsilon})
+                          "worker_id": worker_id, "epsilon": "" if epsilon is None else epsilon,
+                          **FEDERATED})
 
-    def score(self, version: int, wall_seconds: float, accuracy: float, loss: float) -> None:
-        """Attach an evaluation to its version's row (adding one for version 0 or a re-score)."""
+    def _row(self, version: int, wall_seconds: float) -> dict[str, Any]:
         row = next((r for r in reversed(self.rows) if r["version"] == version), None)
         if row is None:
             self.rows.append({"version": version, "wall_seconds": round(wall_seconds, 4),
                               "accuracy": "", "loss": "", "staleness": "", "worker_id": "",
-                              "epsilon": ""})
+                              "epsilon": "", **FEDERATED})
             row = self.rows[-1]
-        row["accuracy"], row["loss"] = round(accuracy, 6), round(loss, 6)
+        return row
+
+    def score(self, version: int, wall_seconds: float, accuracy: float | None,
+              loss: float) -> None:
+        """Attach an evaluation to its version's row (adding one for version 0 or a re-score)."""
+        row = self._row(version, wall_seconds)
+        row["accuracy"] = "" if accuracy is None else round(accuracy, 6)
+        row["loss"] = round(loss, 6)
+
+    def federated(self, version: int, wall_seconds: float, metric: float, loss: float,
+                  worst: float, worst_worker: str, workers: int) -> None:
+        """The workers' evaluation of a version so far: mean metric and loss, worst worker."""
+        row = self._row(version, wall_seconds)
+        row.update(fed_metric=round(metric, 6), fed_loss=round(loss, 6),
+                   worst_metric=round(worst, 6), worst_worker=worst_worker,
+                   eval_workers=workers)
 
     def columns(self) -> dict[str, Any]:
         """The rows as arrays, for the checkpoint (written at every commit: as JSON, 100,000
@@ -53,22 +72,31 @@ class History:
                 "loss": numbers("loss", np.float64, np.nan),
                 "staleness": numbers("staleness", np.int64, -1),
                 "epsilon": numbers("epsilon", np.float64, np.nan),
-                "worker_id": pack_strings([r["worker_id"] for r in rows])}
+                "worker_id": pack_strings([r["worker_id"] for r in rows]),
+                **{name: numbers(name, np.float64, np.nan) for name in FLOATS},
+                "eval_workers": numbers("eval_workers", np.int64, -1),
+                "worst_worker": pack_strings([r["worst_worker"] for r in rows])}
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any]) -> History:
         """Inverse of `columns`."""
         def cells(name: str) -> list[Any]:
-            blank = (lambda x: x < 0) if name == "staleness" else (lambda x: x != x)  # NaN
+            if name not in columns:  # a checkpoint from before federated evaluation
+                return [""] * len(columns["version"])
+            negative = name in ("staleness", "eval_workers")
+            blank = (lambda x: x < 0) if negative else (lambda x: x != x)  # NaN
             return ["" if blank(x) else x for x in np.asarray(columns[name]).tolist()]
 
-        names = ["version", "wall_seconds", "accuracy", "loss", "staleness", "epsilon"]
+        names = ["version", "wall_seconds", "accuracy", "loss", "staleness", "epsilon",
+                 *FLOATS, "eval_workers"]
         table = {name: cells(name) for name in names}
         table["worker_id"] = unpack_strings(columns["worker_id"])
+        table["worst_worker"] = unpack_strings(columns["worst_worker"]) \
+            if "worst_worker" in columns else [""] * len(table["version"])
         return cls([dict(zip(HISTORY_FIELDS, values, strict=True))
                     for values in zip(*(table[f] for f in HISTORY_FIELDS), strict=True)])
 
-    def curve(self) -> list[tuple[float, float]]:
-        """(wall seconds, accuracy) of every evaluated version."""
-        return [(float(r["wall_seconds"]), float(r["accuracy"]))
-                for r in self.rows if r["accuracy"] != ""]
+    def curve(self, column: str = "accuracy") -> list[tuple[float, float]]:
+        """(wall seconds, value) of every version with a value in `column`."""
+        return [(float(r["wall_seconds"]), float(r[column]))
+                for r in self.rows if r[column] != ""]

@@ -86,9 +86,15 @@ class Progress:
         self.metrics.version.set(version)
 
     def evaluated(self, version: int, score: Score) -> None:
-        self.metrics.accuracy.set(score.accuracy)
+        if score.accuracy is not None:
+            self.metrics.accuracy.set(score.accuracy)
         self.metrics.loss.set(score.loss)
-        self.scalars.write(version, eval_accuracy=score.accuracy, eval_loss=score.loss)
+        self.scalars.write(version, **{f"eval_{name}": value
+                                       for name, value in score.metrics.items()})
+
+    def federated(self, version: int, values: dict[str, float]) -> None:
+        """A federated evaluation round's mean and worst worker's metrics (TensorBoard)."""
+        self.scalars.write(version, **values)
 
     def finish(self, stop: threading.Event) -> None:
         """Close the event files; keep /metrics up for --metrics-linger-seconds."""

@@ -80,21 +80,26 @@ def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]],
 
 
 def write_all(settings: CoordinatorSettings, core: CoordinatorCore, history: History,
-              score: Score, record: JobRecord, run: dict[str, Any]) -> dict[str, Any]:
+              score: Score | None, record: JobRecord, run: dict[str, Any]) -> dict[str, Any]:
     """Write history.csv, the plot, summary.json and ledger.json of a finished (or stopped)
     job; `run` holds the summary fields only the session knows. Returns the summary."""
     out: Path = settings.out
     write_history(out, history)
-    plot_curves(out / "accuracy_vs_time.png", {settings.strategy: history.curve()},
-                settings.target_accuracy, title=f"fedmq {settings.dataset}")
+    curves = {settings.strategy: history.curve(),
+              "federated (mean)": history.curve("fed_metric"),
+              "federated (worst worker)": history.curve("worst_metric")}
+    plot_curves(out / "accuracy_vs_time.png", curves, settings.target_accuracy,
+                title=f"fedmq {settings.task or settings.dataset}")
     staleness = core.staleness_seen
     summary = {
-        "final_accuracy": score.accuracy, "final_loss": score.loss,
+        "final_accuracy": None if score is None else score.accuracy,
+        "final_loss": None if score is None else score.loss,
+        "final_metrics": None if score is None else score.metrics,
         "updates_applied": core.applied, "updates_rejected": core.rejected_total,
         "rejected_by_reason": dict(core.rejected), "duplicates": core.duplicates,
         "versions": core.version, "strategy": settings.strategy,
         "workers": len(core.workers), "worker_ids": sorted(core.workers),
-        "dataset": settings.eval_data_path or settings.dataset,
+        "dataset": settings.eval_data_path or settings.task or settings.dataset,
         "mean_staleness": float(np.mean(staleness)) if staleness else 0.0,
         "max_staleness_seen": max(staleness, default=0),
         "withheld_buffers": core.withheld_buffers, "expired_tasks": core.expired,

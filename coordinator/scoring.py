@@ -28,6 +28,7 @@ class Scoring:
                  record: JobRecord, counts: Callable[[], tuple[int, int]]) -> None:
         self.evaluator, self.progress, self.record = evaluator, progress, record
         self.every, self.target = settings.eval_every, settings.target_accuracy
+        self.target_metric = settings.target_metric
         self.counts = counts  # (applied, rejected) so far, for the log
         self.background = Background(evaluator)
 
@@ -36,14 +37,18 @@ class Scoring:
         return any(fields["version"] % self.every == 0 for fields in versions)
 
     def later(self, version: int, weights: list[np.ndarray]) -> None:
-        """Score on the evaluation thread; `finished` records it."""
-        self.background.submit(version, weights, self.record.elapsed())
+        """Score on the evaluation thread; `finished` records it. (Nothing without held-out
+        data: the job is evaluated on the workers.)"""
+        if self.evaluator.has_data:
+            self.background.submit(version, weights, self.record.elapsed())
 
-    def now(self, history: History, version: int, weights: list[np.ndarray]) -> Score:
-        """Score on this thread, once the evaluation thread is idle (the start and the end)."""
+    def now(self, history: History, version: int, weights: list[np.ndarray]) -> Score | None:
+        """Score on this thread, once the evaluation thread is idle (the start and the end);
+        None without held-out data."""
         self.finished(history, wait=True)
         score = self.evaluator.score(weights)
-        self._record(history, Scored(version, self.record.elapsed(), score))
+        if score is not None:
+            self._record(history, Scored(version, self.record.elapsed(), score))
         return score
 
     def finished(self, history: History, wait: bool = False) -> list[Scored]:
@@ -57,7 +62,10 @@ class Scoring:
         score = scored.score
         self.progress.evaluated(scored.version, score)
         history.score(scored.version, scored.at, score.accuracy, score.loss)
-        self.record.scored(score.accuracy, self.target, scored.at)
+        target = score.metrics.get(self.target_metric)
+        if target is not None:
+            self.record.scored(target, self.target, scored.at)
         applied, rejected = self.counts()
-        log.info("version %d  accuracy %.4f  loss %.4f  applied %d  rejected %d  %.1fs",
-                 scored.version, score.accuracy, score.loss, applied, rejected, scored.at)
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in score.metrics.items())
+        log.info("version %d  %s  applied %d  rejected %d  %.1fs", scored.version, shown,
+                 applied, rejected, scored.at)

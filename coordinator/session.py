@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from common import leases, models
+from common import learning_task, leases, models
 from common.amqp import Broker
 from common.codec import Codec
 from common.connection import connect
@@ -29,6 +29,7 @@ from coordinator.admission import Admission
 from coordinator.commit import Commit, Snapshot
 from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
+from coordinator.federated_loop import FederatedLoop
 from coordinator.history import History
 from coordinator.job_lock import JobLock
 from coordinator.lifecycle import JobRecord, Lifecycle
@@ -77,6 +78,10 @@ class Coordinator:
         self.job_lock = JobLock(self.topology, settings.heartbeat, settings.standby)
         self.touched = time.monotonic()  # the dead-letter queue's last use (it has x-expires)
         self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
+        self.federated = None if settings.validation_fraction <= 0 else FederatedLoop(
+            settings, self.topology, self.codec, self.admission, self.outbox, self.progress,
+            self.record, lambda: self.history, learning_task.ordering(self.evaluator.task),
+            judges=not self.evaluator.has_data)
         if not settings.standby:  # a standby takes the directory (and resumes) in run()
             self._restore(self.lifecycle.claim().state)
 
@@ -150,6 +155,8 @@ class Coordinator:
             self.receiver.intake.take_back(broker)  # updates spooled whole before a crash
             broker.consume(self.topology.updates, lambda d: self.receiver.on_update(broker, d),
                            prefetch=self.prefetch)
+            if self.federated is not None:
+                self.federated.consume(broker)
             broker.consume(self.topology.model_requests,
                            lambda d: self.outbox.reply_model(broker, d), prefetch=8)
             self._wait_for_workers(broker)
@@ -157,6 +164,9 @@ class Coordinator:
                 self._pump(broker, 0.25)
             if not self.stop.is_set():
                 self._drain(broker)
+                if self.federated is not None:
+                    self.federated.final(self.core.version, broker, max(1, len(self.core.workers)),
+                                         lambda seconds: self._pump(broker, seconds))
                 self.outbox.event(broker, self.settings.job, "finished",
                                   version=self.core.version, applied=self.core.applied,
                                   rejected=self.core.rejected_total)
@@ -183,12 +193,12 @@ class Coordinator:
         self.commit.run(broker)
         for scored in self.scoring.finished(self.history):
             self.outbox.event(broker, self.settings.job, "evaluation", version=scored.version,
-                              accuracy=round(scored.score.accuracy, 6),
-                              loss=round(scored.score.loss, 6))
+                              **{name: round(value, 6)
+                                 for name, value in scored.score.metrics.items()})
 
     def _purge_leftovers(self, broker: Broker) -> None:
         """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
-        for queue in (self.topology.tasks, self.topology.updates):
+        for queue in (self.topology.tasks, self.topology.updates, self.topology.eval_reports):
             dropped = broker.purge(queue)
             if dropped:
                 log.warning("purged %d leftover messages from %s", dropped, queue)
@@ -274,6 +284,8 @@ class Coordinator:
             self.outbox.event(broker, self.settings.job, "version", **fields)
         if self.scoring.due(versions):
             self.scoring.later(*model)
+            if self.federated is not None:
+                self.federated.request(broker, model[0])
 
     def _top_up(self) -> None:
         """Issue the tasks the core asks for; the commit publishes them once checkpointed."""
@@ -287,7 +299,7 @@ class Coordinator:
 
     # ------------------------------------------------------------ evaluation and results
 
-    def _evaluate(self) -> Score:
+    def _evaluate(self) -> Score | None:
         return self.scoring.now(self.history, self.core.version, self.core.weights)
 
     def _write_results(self) -> dict[str, Any]:
@@ -298,4 +310,5 @@ class Coordinator:
             "stop_reason": self.stop_reason, "sealed": self.codec.identity is not None,
             "epsilon": self.admission.epsilon(),
             "dp_delta": self.settings.dp_delta if self.admission.ledger else None,
-            "dp_mode": self.settings.dp_mode if self.admission.ledger else None})
+            "dp_mode": self.settings.dp_mode if self.admission.ledger else None,
+            "federated": None if self.federated is None else self.federated.results()})

@@ -112,9 +112,13 @@ class ModelSource:
         """Training thread: the model to train from. The one held if it is at least the task's
         version; else it is fetched (asking again every few seconds), and after
         FRESH_MODEL_WAIT_SECONDS the freshest one held is used (its staleness counts)."""
+        return self.at_least(broker, task.min_version, stop)
+
+    def at_least(self, broker: Broker, min_version: int, stop: threading.Event) -> GlobalModel:
+        """A thread other than pika's: a model of at least `min_version` (see for_task)."""
         deadline = time.monotonic() + FRESH_MODEL_WAIT_SECONDS
         next_request = 0.0
-        while (self.latest is None or self.latest.version < task.min_version) and \
+        while (self.latest is None or self.latest.version < min_version) and \
                 time.monotonic() < deadline and not stop.is_set():
             if time.monotonic() >= next_request and not self._receiving():
                 try:

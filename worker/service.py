@@ -15,11 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from common import chunks, faults, limits, models
+from common import chunks, faults, learning_task, limits, models
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.connection import connect
@@ -31,6 +32,7 @@ from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
 from worker import refusals, training_data
+from worker.local_evaluation import LocalEvaluation
 from worker.model_source import ModelSource
 from worker.packing import DeltaPacker
 from worker.shaping import shape_update
@@ -67,8 +69,13 @@ class WorkerService:
             self.recipients = {coordinator.name: coordinator.encryption}
         self.worker_id = self._worker_id(settings)
         models.configure_tensorflow(settings.tf_threads)
-        self.model = models.build(models.resolve_name(settings.model, settings.dataset),
-                                  settings.seed)
+        self.task = learning_task.load(settings.task) if settings.task else None
+        self.model_name = settings.task or models.resolve_name(settings.model, settings.dataset)
+        self.fresh_model = partial(learning_task.fresh_model, self.task, self.model_name,
+                                   settings.seed)
+        self.model = self.fresh_model()
+        self.validation: tuple[np.ndarray, np.ndarray] | None = None  # --validation-fraction
+        self.local_eval: LocalEvaluation | None = None
         self.fingerprint = models.fingerprint(self.model.get_weights())
         self._check_update_fits()
         self.leasing = training_data.needs_lease(settings)
@@ -98,10 +105,8 @@ class WorkerService:
                               base_version=0, num_examples=0, train_seconds=0.0,
                               weights=tuple(weights), is_delta=False, metrics={})
         parameters = sum(int(w.size) for w in weights)
-        limits.check_fits(f"an update of the model "
-                          f"{models.resolve_name(self.settings.model, self.settings.dataset)!r} "
-                          f"({parameters} parameters)", self.codec.encode(update,
-                                                                          self.recipients),
+        limits.check_fits(f"an update of the model {self.model_name!r} ({parameters} "
+                          f"parameters)", self.codec.encode(update, self.recipients),
                           self.settings.max_body_bytes)
 
     def _fail(self, reason: str) -> None:
@@ -125,20 +130,31 @@ class WorkerService:
         """Another architecture than the coordinator's: this worker could never train for the
         job (and would hold its shard lease for nothing), so it stops (issue 14, item 6)."""
         self._fail(refusals.wrong_model(
-            model, models.resolve_name(self.settings.model, self.settings.dataset),
-            self.fingerprint, [w.shape for w in self.model.get_weights()]))
+            model, self.model_name, self.fingerprint, [w.shape for w in self.model.get_weights()]))
 
     def _use_shard(self, shard: int | None, num_shards: int) -> None:
         """Load the training data of `shard` unless it is the one already loaded."""
         if self.shard == (shard, num_shards):
             return
-        loaded = training_data.load(self.settings, shard, num_shards)
-        models.check_compatible(self.model, loaded.x, loaded.y)
+        loaded = training_data.load(self.settings, shard, num_shards, self.task)
+        learning_task.check(self.model, self.task, loaded.x, loaded.y)
         self.trainer = Trainer(self.model, loaded.x, loaded.y, self.settings.slowdown,
-                               self.settings.train_delay_seconds)
+                               self.settings.train_delay_seconds, self.task)
         self.shard = (shard, num_shards)
+        self.validation = None if loaded.y_val is None or loaded.x_val is None else \
+            (loaded.x_val, loaded.y_val)
+        self.local_eval = None
         log.info("worker %s trains on %s (%d examples)", self.worker_id, loaded.source,
                  len(loaded.y))
+
+    def _evaluations(self, broker: Broker) -> None:
+        """Federated evaluation (worker/local_evaluation.py) when it keeps a validation split."""
+        if self.local_eval is None and self.validation is not None:
+            self.local_eval = LocalEvaluation(
+                self.worker_id, self.task, self.fresh_model, *self.validation, self.topology,
+                self.codec, self.trusted, self.recipients, self.models, self.stop)
+        if self.local_eval is not None:
+            self.local_eval.subscribe(broker)
 
     def _worker_id(self, settings: WorkerSettings) -> str:
         """The configured id; a sealed worker is its identity's name (and must be configured so)."""
@@ -175,6 +191,7 @@ class WorkerService:
                               not lease.revoked.is_set())
             if self.stop.is_set():  # stopped, or failed (another architecture), meanwhile
                 return
+            self._evaluations(broker)
             lease.check()
             consumer = broker.consume(self.topology.tasks,
                                       lambda d: self._on_task(broker, d), prefetch=1)
@@ -249,7 +266,7 @@ class WorkerService:
         try:
             model = self.models.for_task(broker, task, self.stop)
             result = trainer.train(list(model.weights), task.local_epochs, task.batch_size,
-                                   task.learning_rate)
+                                   task.learning_rate, task.proximal_mu)
             shaped = shape_update(model.weights, result.weights, task, self.rng,
                                   self.settings.attack, self.settings.attack_factor)
             update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,

@@ -5,7 +5,8 @@
 - fedbuff.py: FedBuff, K deltas buffered, then one step (robust rules or central DP optional);
 - fedavg.py: synchronous FedAvg rounds, the baseline;
 - robust.py: robust rules over a buffer (norm bound, median, trimmed mean, Krum, multi-Krum);
-- central_dp.py: central differential privacy over a buffer (clip shares, noise the sum once).
+- central_dp.py: central differential privacy over a buffer (clip shares, noise the sum once);
+- server_optimizer.py: FedOpt (Adam, Yogi, Adagrad) on FedBuff's aggregated delta.
 
 `make_strategy` builds the one a coordinator's settings name.
 """
@@ -20,6 +21,7 @@ from coordinator.strategies.fedasync import FedAsync, fedasync_step, mix
 from coordinator.strategies.fedavg import FedAvg
 from coordinator.strategies.fedbuff import FedBuff
 from coordinator.strategies.robust import RobustConfig
+from coordinator.strategies.server_optimizer import ServerOptimizer
 from coordinator.strategies.staleness import (
     StalenessFn,
     fedbuff_staleness_weight,
@@ -49,7 +51,10 @@ def make_strategy(settings: CoordinatorSettings,
         return FedBuff(buffer_size=settings.buffer_size, server_lr=settings.server_lr,
                        momentum=settings.server_momentum,
                        weight_by_examples=settings.weight_by_examples,
-                       robust=None if robust.is_plain_mean else robust, central=central)
+                       robust=None if robust.is_plain_mean else robust, central=central,
+                       optimizer=None if settings.server_optimizer == "sgd" else ServerOptimizer(
+                           settings.server_optimizer, settings.server_beta1,
+                           settings.server_beta2, settings.server_tau))
     if settings.strategy == "fedavg":
         return FedAvg(cohort=settings.concurrency)
     staleness = make_staleness(settings.staleness, settings.staleness_a, settings.staleness_b)

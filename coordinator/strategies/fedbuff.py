@@ -3,7 +3,8 @@
 Each delta is weighted by 1/sqrt(1+t) (times its example count if configured); the step is
 x <- x + server_lr * (momentum * v + sum w_i d_i / sum w_i). The buffer is what makes robust rules
 (robust.py) and central differential privacy (central_dp.py) possible: either
-replaces the weighted mean.
+replaces the weighted mean. A server optimizer (server_optimizer.py: Adam, Yogi, Adagrad) may
+replace the momentum step, taking the buffer's mean as its pseudo-gradient.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from common.arrays import Arrays, add_scaled, all_finite, weighted_mean
 from coordinator.strategies.base import Contribution
 from coordinator.strategies.central_dp import CentralNoise
 from coordinator.strategies.robust import RobustConfig
+from coordinator.strategies.server_optimizer import ServerOptimizer
 from coordinator.strategies.staleness import fedbuff_staleness_weight
 
 log = logging.getLogger("fedmq.coordinator")
@@ -42,6 +44,7 @@ class FedBuff:
     central: CentralNoise | None = None  # central DP instead of the mean (central_dp.py)
     workers: list[str] = field(default_factory=list)  # who sent each buffered delta
     withheld: int = 0                   # buffers not applied: the privacy budget
+    optimizer: ServerOptimizer | None = None  # FedOpt instead of momentum (server_optimizer.py)
 
     def __post_init__(self) -> None:
         if self.robust is not None:
@@ -93,7 +96,9 @@ class FedBuff:
             log.error("aggregate of %d buffered updates is not finite; dropped", len(self.deltas))
             self._empty()
             return None
-        if self.momentum > 0:
+        if self.optimizer is not None:
+            step = self.optimizer.step(step)
+        elif self.momentum > 0:
             self.velocity = step if self.velocity is None else [
                 self.momentum * v + s for v, s in zip(self.velocity, step, strict=True)]
             step = self.velocity
@@ -105,7 +110,8 @@ class FedBuff:
 
     def state(self) -> dict[str, Any]:
         return {"deltas": self.deltas, "weights": self.weights, "velocity": self.velocity,
-                "dropped": self.dropped, "workers": self.workers, "withheld": self.withheld}
+                "dropped": self.dropped, "workers": self.workers, "withheld": self.withheld,
+                "optimizer": None if self.optimizer is None else self.optimizer.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.deltas = [list(d) for d in state["deltas"]]
@@ -114,3 +120,5 @@ class FedBuff:
         self.dropped = int(state.get("dropped", 0))
         self.workers = [str(w) for w in state.get("workers", [""] * len(self.deltas))]
         self.withheld = int(state.get("withheld", 0))
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state(state["optimizer"])

@@ -54,7 +54,7 @@ def test_a_fedbuff_flush_counts_every_update_it_applies(tmp_path: Path) -> None:
     progress.new_version(1, applied_total=4)
     progress.received()
     progress.outcome(Outcome("rejected", 1, code="stale", reason="stale: 60 > 50"), update(2.0))
-    progress.evaluated(1, Score(accuracy=0.5, loss=1.25))
+    progress.evaluated(1, Score({"accuracy": 0.5, "loss": 1.25}))
     progress.finish(threading.Event())
 
     # Then the metrics show four applied, one rejected by reason, four staleness observations

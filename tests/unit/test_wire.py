@@ -19,6 +19,8 @@ from common import wire
 from common.errors import DecodeError
 from common.messages import (
     MESSAGE_TYPES,
+    EvalReport,
+    EvalRequest,
     Event,
     GlobalModel,
     ModelNotice,
@@ -42,6 +44,9 @@ EXAMPLES: dict[str, Any] = {
     "event": Event(name="rejected", job="j", at=3.0,
                    fields={"version": 3, "loss": 0.5, "code": "stale", "detail": None}),
     "shard_lease": ShardLease(shard_index=1, num_shards=3, job="j"),
+    "eval_request": EvalRequest(version=5, sample=0.5),
+    "eval_report": EvalReport(worker_id="w", request_version=5, version=6, num_examples=30,
+                              metrics={"loss": 0.5, "auc": 0.9}),
 }
 
 

@@ -1,0 +1,83 @@
+"""The user's own learning task on the real broker (tests/integration/learning_tasks.py): a
+regression, a binary sigmoid and a multi-label job each run to their end with the task's loss and
+metrics, evaluated on the workers' validation splits; the regression's coordinator holds no data
+at all and ends with federated metrics only; a model that cannot fit its labels stops at start."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.support import Processes, read_summary
+
+pytestmark = pytest.mark.integration
+TASKS = "tests.integration.learning_tasks"
+SHARED: dict[str, Any] = {"num_shards": 2, "validation_fraction": 0.25}
+
+
+def run_job(procs: Processes, out: Path, task: str, **coordinator: Any) -> dict[str, Any]:
+    """Two workers (each its shard) and a FedBuff coordinator; the job's summary."""
+    for site in range(2):
+        procs.start("worker", task=f"{TASKS}:{task}", worker_id=f"site-{site}", **SHARED)
+    job = procs.start("coordinator", task=f"{TASKS}:{task}", strategy="fedbuff",
+                      buffer_size=2, concurrency=2, max_updates=10, eval_every=2,
+                      drain_seconds=5, out=out, **SHARED, **coordinator)
+    assert procs.wait(job, 420) == 0, procs.logs()
+    summary = read_summary(out)
+    assert summary["updates_applied"] == 10 and summary["updates_rejected"] == 0, summary
+    return summary
+
+
+def history(out: Path) -> list[dict[str, str]]:
+    with (out / "history.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_regression_with_no_data_on_the_coordinator_ends_with_federated_metrics(
+        procs: Processes, tmp_path: Path) -> None:
+    # Given a regression task (MSE, MAE, Adam locally) that gives the coordinator no data,
+    # with FedProx on the workers and Adam on the server
+    out = tmp_path / "out"
+    # When the job runs
+    summary = run_job(procs, out, "regression", target_metric="mae", learning_rate=0.01,
+                      proximal_mu=0.01, server_optimizer="adam", server_lr=0.05)
+    # Then nothing was measured on the coordinator, and both sites evaluated the final version
+    assert summary["final_metrics"] is None and summary["final_accuracy"] is None
+    federated = summary["federated"]
+    assert federated["version"] == summary["versions"] and federated["workers"] == 2, federated
+    assert set(federated["per_worker"]) == {"site-0", "site-1"}
+    assert set(federated["mean"]) == {"loss", "mae"} and federated["metric"] == "mae"
+    # And the history shows the federated MAE falling, with the worst site never better
+    rows = [r for r in history(out) if r["fed_metric"]]
+    assert len(rows) >= 3 and all(r["accuracy"] == "" for r in history(out))
+    assert float(rows[-1]["fed_metric"]) < float(rows[0]["fed_metric"]), rows
+    assert all(float(r["worst_metric"]) >= float(r["fed_metric"]) - 1e-9 for r in rows)
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_a_sigmoid_task_trains_with_its_loss_and_auc(procs: Processes, tmp_path: Path,
+                                                     task: str) -> None:
+    # Given a sigmoid task (binary, or three labels that may co-occur) with AUC, whose
+    # coordinator also holds held-out data
+    out = tmp_path / "out"
+    # When the job runs
+    summary = run_job(procs, out, task, target_metric="auc", learning_rate=0.5)
+    # Then the coordinator measured the task's own metrics, and the sites did too
+    assert set(summary["final_metrics"]) >= {"loss", "auc"}, summary
+    assert summary["final_metrics"]["auc"] > 0.8, summary
+    assert summary["federated"]["mean"]["auc"] > 0.8 and summary["federated"]["workers"] == 2
+    worst = summary["federated"]["worst"]["auc"]
+    assert worst["value"] <= summary["federated"]["mean"]["auc"] + 1e-9
+    assert worst["worker"] in {"site-0", "site-1"}
+
+
+def test_a_model_that_cannot_fit_the_labels_stops_the_coordinator_at_start(
+        procs: Processes, tmp_path: Path) -> None:
+    # Given a task whose model has two outputs for one regression target
+    job = procs.start("coordinator", task=f"{TASKS}:wrong_shape", out=tmp_path / "out")
+    # Then the coordinator stops at once with one clear message
+    assert procs.wait(job, 240) != 0
+    assert "cannot train on data of shape (8,)" in job.log(), job.log()

@@ -1,0 +1,95 @@
+"""Federated evaluation on the worker's side: evaluate global versions on the local validation
+split when the coordinator asks (coordinator/federated_eval.py has the other side).
+
+Requests arrive on a private queue bound to the evaluations fanout. A worker evaluates a request
+only if the sample picks it (a hash of its id and the version, so the coordinator's share holds
+across the fleet without any coordination) and only if no evaluation of its own is running: an
+evaluation never queues up behind another nor waits for training, which runs in its own thread
+on another model instance. The report (metrics and the validation size) goes to the inbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from common import learning_task
+from common.amqp import Broker, Delivery
+from common.codec import Codec
+from common.errors import BrokerUnavailable, DecodeError
+from common.learning_task import LearningTask
+from common.messages import EvalReport, EvalRequest
+from common.topology import EVAL_REPORT_KEY, Topology
+from worker.model_source import ModelSource
+
+log = logging.getLogger("fedmq.worker")
+
+
+def sampled(worker_id: str, version: int, share: float) -> bool:
+    """Whether this worker evaluates `version`: a uniform draw from a hash, below `share`."""
+    digest = hashlib.sha256(f"{worker_id}:{version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < share
+
+
+class LocalEvaluation:
+    """A second model instance, compiled with the task's loss and metrics, and the split."""
+
+    def __init__(self, worker_id: str, task: LearningTask | None, build: Callable[[], Any],
+                 x_val: np.ndarray, y_val: np.ndarray, topology: Topology, codec: Codec,
+                 trusted: Mapping[str, Any] | None, recipients: Mapping[str, Any] | None,
+                 models: ModelSource, stop: threading.Event) -> None:
+        self.worker_id, self.x_val, self.y_val = worker_id, x_val, y_val
+        self.topology, self.codec, self.trusted, self.recipients = (topology, codec, trusted,
+                                                                    recipients)
+        self.models, self.stop = models, stop
+        self.model = build()
+        # the built-in classifiers' loss and accuracy are LearningTask's defaults
+        learning_task.compile_model(self.model, task or LearningTask(build_model=build),
+                                    learning_rate=0.1)
+        self.running: threading.Thread | None = None
+        self.done = 0
+        self.skipped = 0  # requests that came while an evaluation was running
+
+    def subscribe(self, broker: Broker) -> None:
+        queue = broker.private_queue(self.topology.evaluations)
+        broker.consume(queue, lambda d: self.on_request(broker, d), auto_ack=True)
+
+    def on_request(self, broker: Broker, delivery: Delivery) -> None:
+        try:
+            request = self.codec.decode(delivery.body, EvalRequest, self.trusted).message
+        except DecodeError as exc:
+            log.warning("ignored an evaluation request that cannot be opened: %s", exc.reason)
+            return
+        if not sampled(self.worker_id, request.version, request.sample):
+            return
+        if self.running is not None and self.running.is_alive():
+            self.skipped += 1
+            return
+        self.running = threading.Thread(target=self._evaluate, args=(broker, request),
+                                        daemon=True)
+        self.running.start()
+
+    def _evaluate(self, broker: Broker, request: EvalRequest) -> None:
+        """Evaluation thread: touches the broker only through call_threadsafe."""
+        try:
+            model = self.models.at_least(broker, request.version, self.stop)
+            self.model.set_weights(list(model.weights))
+            scores = self.model.evaluate(self.x_val, self.y_val, verbose=0, return_dict=True)
+            report = EvalReport(worker_id=self.worker_id, request_version=request.version,
+                                version=model.version, num_examples=len(self.y_val),
+                                metrics={k: float(v) for k, v in scores.items()})
+            body = self.codec.encode(report, self.recipients)
+            broker.call_threadsafe(lambda: self._send(broker, body))
+        except BrokerUnavailable:
+            log.info("connection lost during an evaluation; it is not reported")
+        except Exception:
+            log.exception("evaluation of version %d failed", request.version)
+
+    def _send(self, broker: Broker, body: bytes) -> None:
+        broker.publish(self.topology.inbox, EVAL_REPORT_KEY, body)
+        self.done += 1
