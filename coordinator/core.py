@@ -33,7 +33,7 @@ def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
     and local differential privacy (none with central DP: workers send their deltas as they are,
     and the coordinator noises them)."""
     spec = settings.compression_spec()
-    extra: dict[str, Any] = {"proximal_mu": settings.proximal_mu}
+    extra: dict[str, Any] = {"proximal_mu": settings.proximal_mu} if settings.proximal_mu else {}
     if spec.lossy:
         extra.update(compression=spec.method, topk_fraction=spec.topk_fraction)
     if settings.dp_mode == "central":

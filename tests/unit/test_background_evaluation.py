@@ -22,7 +22,7 @@ class SlowEvaluator(Evaluator):
         self.started.set()
         assert self.gate.wait(10)
         self.scored.append(float(weights[0][0]))
-        return Score(accuracy=float(weights[0][0]), loss=0.0)
+        return Score({"accuracy": float(weights[0][0]), "loss": 0.0})
 
 
 def model(value: float) -> list[np.ndarray]:
