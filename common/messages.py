@@ -36,6 +36,8 @@ class TrainTask:
     issued_at: float = field(default_factory=time.time)
     dp_clip_norm: float = 0.0         # > 0: clip the delta's global L2 norm to this (local DP)
     dp_noise_multiplier: float = 0.0  # > 0: add N(0, (multiplier * clip)^2) to every coordinate
+    secure_clip: float = 0.0          # secure aggregation (> 0): clip to this L2 norm, then
+    secure_scale: float = 0.0         # quantise at this scale and mask (common/masking.py)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class WeightUpdate:
     weights: tuple[np.ndarray, ...]  # one array per layer, frozen
     is_delta: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    helper_seed: bytes = b""  # secure aggregation: a MaskSeed sealed to the helper (opaque here)
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,54 @@ class ShardLease:
     job: str = ""
 
 
+@dataclass(frozen=True)
+class MaskSeed:
+    """Secure aggregation: the seed of one update's mask, sealed by its worker to the helper
+    and relayed by the coordinator, which cannot open it. Names the update it belongs to, so
+    the helper refuses it under any other id."""
+
+    KIND: ClassVar[str] = "mask_seed"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("seed",)
+
+    update_id: str
+    worker_id: str
+    job: str
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """The coordinator asks the helper for sum w_i r_i over one full buffer: integer weights by
+    update id, each update's sealed MaskSeed, and how many coordinates the masks have."""
+
+    KIND: ClassVar[str] = "unmask_request"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("seeds",)
+
+    buffer_id: str
+    job: str
+    coordinates: int
+    weights: dict[str, int]
+    seeds: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class UnmaskAnswer:
+    """The helper's answer: sum w_i r_i mod 2^32 as one flat uint32 array, or a refusal."""
+
+    KIND: ClassVar[str] = "unmask_answer"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("mask_sum",)
+
+    buffer_id: str
+    answered: bool
+    code: str = "ok"
+    reason: str = ""
+    mask_sum: tuple[np.ndarray, ...] = ()
+
+
 Message = (TrainTask | WeightUpdate | GlobalModel | ModelNotice | ModelRequest | Event
-           | ShardLease)
+           | ShardLease | MaskSeed | UnmaskRequest | UnmaskAnswer)
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (TrainTask, WeightUpdate, GlobalModel, ModelNotice, ModelRequest, Event,
-                ShardLease)
+                ShardLease, MaskSeed, UnmaskRequest, UnmaskAnswer)
 }

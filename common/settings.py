@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
+from common.secagg_settings import (
+    HelperKeySettings,
+    SecureAggregationSettings,
+    secure_problem,
+)
 
 
 class _Base(BaseSettings):
@@ -129,8 +134,9 @@ class RobustSettings(_Base):
                                 "(x the model's norm before 5 were accepted); 0: no bound.")
 
 
-class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, IdentitySettings,
-                          TrainingSettings, DataSettings, ConnectionSettings):
+class CoordinatorSettings(SecureAggregationSettings, QueueSettings, RobustSettings,
+                          PrivacyBudgetSettings, IdentitySettings, TrainingSettings, DataSettings,
+                          ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
         "fedasync", description="Aggregation strategy: fedasync (apply each update at once), "
                                 "fedbuff (buffer K deltas), fedavg (synchronous rounds).")
@@ -221,6 +227,8 @@ class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, 
             raise ValueError("dp_epsilon_budget needs dp_noise_multiplier > 0")
         self._check_robust()
         self._check_central_dp()
+        if (problem := secure_problem(self)) is not None:
+            raise ValueError(problem)
         return self
 
     def _check_central_dp(self) -> None:
@@ -245,7 +253,8 @@ class CoordinatorSettings(QueueSettings, RobustSettings, PrivacyBudgetSettings, 
             raise ValueError(problem)
 
 
-class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, ConnectionSettings):
+class WorkerSettings(HelperKeySettings, PrivacyBudgetSettings, IdentitySettings, DataSettings,
+                     ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
                                     "unset: lease a free shard (the fedmq.shards.<i> queues).")
     data_path: str = Field("", description="Local training data (.npz with x and y, or .csv); "
@@ -277,4 +286,3 @@ class WorkerSettings(PrivacyBudgetSettings, IdentitySettings, DataSettings, Conn
             raise ValueError(f"shard_index {self.shard_index} must be < num_shards "
                              f"{self.num_shards}")
         return self
-

@@ -31,6 +31,7 @@ from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
 from worker import refusals, training_data
 from worker.model_source import ModelSource
+from worker.secure_share import SecureSharer, task_refusal
 from worker.shaping import shape_update
 from worker.task_hold import TaskHold
 from worker.trainer import Trainer
@@ -54,6 +55,8 @@ class WorkerService:
             self.trusted = {coordinator.name: coordinator.signing}
             self.recipients = {coordinator.name: coordinator.encryption}
         self.worker_id = self._worker_id(settings)
+        self.sharer = None if identity is None or settings.helper_key is None else SecureSharer(
+            identity, load_public(settings.helper_key), settings.job)
         models.configure_tensorflow(settings.tf_threads)
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
                                   settings.seed)
@@ -216,10 +219,10 @@ class WorkerService:
         if self.training is not None or self.models.latest is None:
             broker.reject(delivery, requeue=True)
             return
-        refusal = refusals.over_budget(task, self.releases, self.settings.dp_epsilon_budget,
-                                        self.settings.dp_delta)
+        refusal = task_refusal(task, self.sharer, refusals.over_budget(
+            task, self.releases, self.settings.dp_epsilon_budget, self.settings.dp_delta))
         if refusal is not None:
-            log.error("privacy budget: %s; handing the task back and stopping", refusal)
+            log.error("%s; handing the task back and stopping", refusal)
             broker.reject(delivery, requeue=True)
             self.stop.set()
             return
@@ -239,11 +242,15 @@ class WorkerService:
                                    task.learning_rate)
             shaped = shape_update(model.weights, result.weights, task, self.rng,
                                   self.settings.attack, self.settings.attack_factor)
-            update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
+            update_id, weights, seed = new_id(), shaped.weights, b""
+            if task.secure_scale > 0 and self.sharer is not None:
+                weights, seed = self.sharer.share(weights, task, update_id, self.rng)
+            update = WeightUpdate(update_id=update_id, worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
                                   num_examples=trainer.num_examples,
-                                  train_seconds=result.seconds, weights=shaped.weights,
-                                  is_delta=shaped.is_delta, metrics=result.metrics)
+                                  train_seconds=result.seconds, weights=weights,
+                                  is_delta=shaped.is_delta, metrics=result.metrics,
+                                  helper_seed=seed)
             body = self.codec.encode(update, self.recipients)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)

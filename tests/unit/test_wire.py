@@ -21,10 +21,13 @@ from common.messages import (
     MESSAGE_TYPES,
     Event,
     GlobalModel,
+    MaskSeed,
     ModelNotice,
     ModelRequest,
     ShardLease,
     TrainTask,
+    UnmaskAnswer,
+    UnmaskRequest,
     WeightUpdate,
 )
 
@@ -42,6 +45,12 @@ EXAMPLES: dict[str, Any] = {
     "event": Event(name="rejected", job="j", at=3.0,
                    fields={"version": 3, "loss": 0.5, "code": "stale", "detail": None}),
     "shard_lease": ShardLease(shard_index=1, num_shards=3, job="j"),
+    "mask_seed": MaskSeed(update_id="u1", worker_id="w1", job="j", seed=bytes(range(32))),
+    "unmask_request": UnmaskRequest(buffer_id="b1", job="j", coordinates=6,
+                                    weights={"u1": 16, "u2": 3}, seeds={"u1": b"\x00s1",
+                                                                        "u2": b"s2"}),
+    "unmask_answer": UnmaskAnswer(buffer_id="b1", answered=True, code="ok", reason="",
+                                  mask_sum=(np.arange(6, dtype=np.uint32),)),
 }
 
 
