@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from common import faults
 from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import DecodeError
@@ -69,6 +70,7 @@ class SecureLink:
                 unmask_request(sealed, self.core.job, size),
                 {self.helper.name: self.helper.encryption}))
             self.asked[sealed.buffer_id] = now
+            faults.after_helper_asked()
             log.info("asked the helper for buffer %s (%d updates)", sealed.buffer_id[:8],
                      len(sealed.members))
 
