@@ -18,7 +18,7 @@ from collections.abc import Callable
 from common import faults
 from common.amqp import Broker, Delivery
 from common.codec import Codec
-from common.errors import DecodeError
+from common.errors import ConfigError, DecodeError
 from common.identity import load_public
 from common.messages import UnmaskAnswer, UnmaskRequest
 from common.settings import CoordinatorSettings
@@ -78,15 +78,19 @@ class SecureLink:
         try:
             answer = self.codec.decode(delivery.body, UnmaskAnswer,
                                        {self.helper.name: self.helper.signing}).message
-            self._apply(answer)
+            self.apply(answer)
         except (DecodeError, ValueError) as exc:
             log.error("ignored an answer that is not the helper's or not well formed: %s", exc)
         self.commit.ack(broker, delivery)
 
-    def _apply(self, answer: UnmaskAnswer) -> None:
+    def apply(self, answer: UnmaskAnswer) -> None:
+        """Apply (or drop, if refused) the buffer an answer is about."""
         self.asked.pop(answer.buffer_id, None)
         if not answer.answered:
             lost = self.strategy.refuse(answer.buffer_id)
+            if answer.code == "below_k_min" and lost >= self.strategy.buffer_size:
+                raise ConfigError(f"the helper refuses full buffers ({answer.reason}): set "
+                                  f"--buffer-size to at least the helper's --k-min")
             if lost:
                 log.error("the helper refused buffer %s (%s: %s); its %d updates are lost",
                           answer.buffer_id[:8], answer.code, answer.reason, lost)

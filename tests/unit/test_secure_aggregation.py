@@ -13,12 +13,15 @@ from pydantic import ValidationError
 
 from common import identity, sealed_wire
 from common.codec import Codec
+from common.errors import ConfigError
 from common.messages import MaskSeed, TrainTask, UnmaskAnswer, UnmaskRequest, WeightUpdate, new_id
 from common.sealing import SealError
 from common.settings import CoordinatorSettings
+from common.topology import Topology
 from coordinator import checkpoint
+from coordinator.commit import Commit
 from coordinator.core import CoordinatorCore
-from coordinator.secure_link import unmask_request
+from coordinator.secure_link import SecureLink, unmask_request
 from coordinator.strategies import Contribution, FedBuff, SecureFedBuff, make_strategy
 from helper.service import HelperService
 from helper.settings import HelperRoleSettings
@@ -218,3 +221,21 @@ def test_a_worker_without_a_helper_key_refuses_a_secure_task() -> None:
     assert task_refusal(TrainTask(task_id="t", job="j", min_version=0), None, None) is None
     assert task_refusal(TrainTask(task_id="t", job="j", min_version=0), None,
                         "update 5 ...") == "privacy budget: update 5 ..."
+
+
+def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
+        parties: Parties) -> None:
+    # Given a full sealed buffer the helper refuses as below its K_min (K_min above K)
+    rng = np.random.default_rng(5)
+    for w in WORKERS[:3]:
+        send(parties, w, [rng.normal(0, 0.05, s) for s in SHAPES], rng)
+    strategy = parties.core.strategy
+    assert isinstance(strategy, SecureFedBuff)
+    link = SecureLink(parties.settings, Topology("j", secure=True), parties.coordinator_codec,
+                      parties.core, Commit(None, lambda *_: None, lambda *_: None),
+                      lambda *_: None)
+    refusal = UnmaskAnswer(strategy.sealed[0].buffer_id, False, "below_k_min",
+                           "3 updates, fewer than K_min 5")
+    # Then the coordinator stops with what to change, instead of training for refusals forever
+    with pytest.raises(ConfigError, match="--buffer-size to at least the helper's --k-min"):
+        link.apply(refusal)
