@@ -28,6 +28,7 @@ COPY fedmq ./fedmq
 COPY common ./common
 COPY coordinator ./coordinator
 COPY worker ./worker
+COPY helper ./helper
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 --user-group fedmq \
     && mkdir -p /var/lib/fedmq /plugins \

@@ -4,6 +4,8 @@
   cleanup, no results) right after writing its N-th checkpoint, before it publishes the tasks
   and model of that checkpoint or acks the updates in it: the moment between applying an update
   and acking it.
+- FEDMQ_FAULT_COORDINATOR_CRASH_AFTER_ASKING_HELPER=N: the coordinator dies right after
+  publishing its N-th unmask request (secure aggregation), before the helper's answer is applied.
 - FEDMQ_FAULT_WORKER_CRASH_ON_TASK=PREFIX: a worker dies the same way when it starts a task
   whose id begins with PREFIX: a poison task.
 
@@ -19,6 +21,7 @@ log = logging.getLogger("fedmq.faults")
 CRASH_EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL
 
 _checkpoints = 0
+_requests = 0
 
 
 def _die(what: str) -> None:
@@ -36,6 +39,17 @@ def after_checkpoint() -> None:
     _checkpoints += 1
     if _checkpoints >= int(limit):
         _die(f"checkpoint {_checkpoints} written, its updates not acked")
+
+
+def after_helper_asked() -> None:
+    """Called by the coordinator after each unmask request it publishes."""
+    global _requests
+    limit = os.environ.get("FEDMQ_FAULT_COORDINATOR_CRASH_AFTER_ASKING_HELPER")
+    if not limit:
+        return
+    _requests += 1
+    if _requests >= int(limit):
+        _die(f"unmask request {_requests} published, its answer not applied")
 
 
 def on_task(task_id: str) -> None:

@@ -41,6 +41,8 @@ class TrainTask:
     compression: Method = "none"      # how the delta is to be sent (common/compression.py)
     topk_fraction: float = 0.0        # topk: the share of each layer's entries sent
     proximal_mu: float = 0.0          # > 0: FedProx, mu/2 * ||w - w_global||^2 in the local loss
+    secure_clip: float = 0.0          # secure aggregation (> 0): clip to this L2 norm, then
+    secure_scale: float = 0.0         # quantise at this scale and mask (common/masking.py)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class WeightUpdate:
     compression: Method = "none"
     scales: tuple[np.ndarray, ...] = ()   # int8: one float32 array, a scale per layer
     indices: tuple[np.ndarray, ...] = ()  # topk: one uint32 array per layer
+    helper_seed: bytes = b""  # secure aggregation: a MaskSeed sealed to the helper (opaque here)
 
 
 @dataclass(frozen=True)
@@ -157,10 +160,54 @@ class EvalReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MaskSeed:
+    """Secure aggregation: the seed of one update's mask, sealed by its worker to the helper
+    and relayed by the coordinator, which cannot open it. Names the update it belongs to, so
+    the helper refuses it under any other id."""
+
+    KIND: ClassVar[str] = "mask_seed"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("seed",)
+
+    update_id: str
+    worker_id: str
+    job: str
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """The coordinator asks the helper for sum w_i r_i over one full buffer: integer weights by
+    update id, each update's sealed MaskSeed, and how many coordinates the masks have."""
+
+    KIND: ClassVar[str] = "unmask_request"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("seeds",)
+
+    buffer_id: str
+    job: str
+    coordinates: int
+    weights: dict[str, int]
+    seeds: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class UnmaskAnswer:
+    """The helper's answer: sum w_i r_i mod 2^32 as one flat uint32 array, or a refusal."""
+
+    KIND: ClassVar[str] = "unmask_answer"
+    PAYLOAD: ClassVar[tuple[str, ...]] = ("mask_sum",)
+
+    buffer_id: str
+    answered: bool
+    code: str = "ok"
+    reason: str = ""
+    mask_sum: tuple[np.ndarray, ...] = ()
+
+
 Message = (TrainTask | WeightUpdate | GlobalModel | ModelNotice | ModelRequest | Event
-           | ShardLease | EvalRequest | EvalReport)
+           | ShardLease | EvalRequest | EvalReport | MaskSeed | UnmaskRequest | UnmaskAnswer)
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (TrainTask, WeightUpdate, GlobalModel, ModelNotice, ModelRequest, Event,
-                ShardLease, EvalRequest, EvalReport)
+                ShardLease, EvalRequest, EvalReport, MaskSeed, UnmaskRequest, UnmaskAnswer)
 }

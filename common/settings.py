@@ -21,6 +21,11 @@ from common.learning_settings import ServerLearningSettings, TaskSettings
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
+from common.secagg_settings import (
+    HelperKeySettings,
+    SecureAggregationSettings,
+    secure_problem,
+)
 
 
 class _Base(BaseSettings):
@@ -132,7 +137,7 @@ class RobustSettings(_Base):
 
 
 class CoordinatorSettings(CompressionSettings, ServerLearningSettings, TaskSettings,
-                          QueueSettings, RobustSettings,
+                          SecureAggregationSettings, QueueSettings, RobustSettings,
                           PrivacyBudgetSettings, IdentitySettings, TrainingSettings, DataSettings,
                           ConnectionSettings):
     strategy: Literal["fedasync", "fedbuff", "fedavg"] = Field(
@@ -227,6 +232,8 @@ class CoordinatorSettings(CompressionSettings, ServerLearningSettings, TaskSetti
         self._check_central_dp()
         if (problem := compression_problem(self.compression, self.strategy)) is not None:
             raise ValueError(problem)
+        if (problem := secure_problem(self)) is not None:
+            raise ValueError(problem)
         return self
 
     def _check_central_dp(self) -> None:
@@ -251,7 +258,8 @@ class CoordinatorSettings(CompressionSettings, ServerLearningSettings, TaskSetti
             raise ValueError(problem)
 
 
-class WorkerSettings(TaskSettings, PrivacyBudgetSettings, IdentitySettings, DataSettings,
+class WorkerSettings(TaskSettings, HelperKeySettings, PrivacyBudgetSettings, IdentitySettings,
+                     DataSettings,
                      ConnectionSettings):
     shard_index: int | None = Field(None, ge=0, description="Fixed shard of the training split; "
                                     "unset: lease a free shard (the fedmq.shards.<i> queues).")
@@ -284,4 +292,3 @@ class WorkerSettings(TaskSettings, PrivacyBudgetSettings, IdentitySettings, Data
             raise ValueError(f"shard_index {self.shard_index} must be < num_shards "
                              f"{self.num_shards}")
         return self
-

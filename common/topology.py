@@ -52,6 +52,7 @@ class Topology:
 
     job: str = ""
     limits: QueueLimits = field(default_factory=QueueLimits)
+    secure: bool = False  # secure aggregation: the helper's request and answer queues too
 
     def _name(self, part: str) -> str:
         return f"fedmq.{self.job}.{part}" if self.job else f"fedmq.{part}"
@@ -115,6 +116,21 @@ class Topology:
         """The job's lock: an empty queue whose one exclusive consumer is its coordinator."""
         return self._name("coordinator")
 
+    @property
+    def helper_requests(self) -> str:
+        """Secure aggregation: the helper consumes the coordinator's unmask requests here."""
+        return self._name("helper.requests")
+
+    @property
+    def helper_answers(self) -> str:
+        """Secure aggregation: the coordinator consumes the helper's mask sums here."""
+        return self._name("coordinator.mask-sums")
+
+    def helper_queues(self) -> list[QueueSpec]:
+        expires = {"x-expires": self.limits.expires_ms}
+        return [QueueSpec(self.helper_requests, {"x-queue-type": "quorum", **expires}),
+                QueueSpec(self.helper_answers, {"x-queue-type": "quorum", **expires})]
+
     def lock_queue(self, name: str) -> QueueSpec:
         """A lease or lock queue: never holds a message; deleted when unused (x-expires)."""
         return QueueSpec(name, {"x-expires": self.limits.expires_ms})
@@ -142,6 +158,7 @@ class Topology:
                                   "x-message-ttl": self.limits.dead_ttl_ms, **expires}),
             self.lock_queue(self.control),
             QueueSpec(self.eval_reports, {**expires}),
+            *(self.helper_queues() if self.secure else []),
         ]
 
     def bindings(self) -> list[tuple[str, str, str]]:

@@ -278,7 +278,7 @@ def _from_wire(value: Any, hint: Any, where: str) -> Any:
     if hint is type(None):
         if value is None:
             return None
-    elif hint is bool or hint is str:
+    elif hint is bool or hint is str or hint is bytes:
         if type(value) is hint:
             return value
     elif hint is int:

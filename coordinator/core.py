@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from common import quantise
 from common.arrays import Arrays, all_finite
 from common.compression import Compression
 from common.errors import RejectedUpdate
@@ -30,12 +31,15 @@ from coordinator.validation import check_update, expand_update
 
 def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
     """TrainTask fields beyond the training settings: how deltas are compressed, FedProx's mu,
-    and local differential privacy (none with central DP: workers send their deltas as they are,
-    and the coordinator noises them)."""
+    secure aggregation's clip and scale, and local differential privacy (none with central DP:
+    workers send their deltas as they are, and the coordinator noises them)."""
     spec = settings.compression_spec()
     extra: dict[str, Any] = {"proximal_mu": settings.proximal_mu} if settings.proximal_mu else {}
     if spec.lossy:
         extra.update(compression=spec.method, topk_fraction=spec.topk_fraction)
+    if settings.secure_aggregation:  # coordinator/secure_link.py
+        extra.update(secure_clip=settings.secure_clip, secure_scale=quantise.max_scale(
+            settings.secure_clip, settings.buffer_size * settings.secure_weight_resolution))
     if settings.dp_mode == "central":
         return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **extra}
     return {"dp_clip_norm": settings.dp_clip_norm,
@@ -78,6 +82,7 @@ class CoordinatorCore:
     task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
     norm_guard: NormGuard | None = None  # the norm bound (norm_guard.py); None: no bound
     compression: Compression = field(default_factory=Compression)  # what tasks ask for
+    masked: bool = False  # secure aggregation: updates are uint32 shares of the model's shape
 
     @classmethod
     def for_job(cls, settings: CoordinatorSettings, weights: Arrays,
@@ -94,7 +99,7 @@ class CoordinatorCore:
                                              batch_size=settings.batch_size,
                                              learning_rate=settings.learning_rate),
                    job=settings.job, task_options=task_options(settings), norm_guard=guard,
-                   compression=settings.compression_spec())
+                   compression=settings.compression_spec(), masked=settings.secure_aggregation)
 
     def issue_task(self) -> TrainTask:
         """A new task, recorded as issued and in flight."""
@@ -178,7 +183,7 @@ class CoordinatorCore:
             update = expand_update(update, self.compression, self.weights)
             staleness = check_update(update, version=self.version,
                                      max_staleness=self.max_staleness,
-                                     issued_tasks=self.issued, template=self.weights,
+                                     issued_tasks=self.issued, template=self._template(),
                                      wants_delta=self.strategy.wants_delta)
             self.claim(update)
             norm = self._check_norm(update)
@@ -186,7 +191,8 @@ class CoordinatorCore:
             return self._refuse(update, exc)
         held = self.strategy.buffered
         new_weights = self.strategy.submit(self.weights, Contribution(
-            update.weights, update.is_delta, staleness, update.num_examples, update.worker_id))
+            update.weights, update.is_delta, staleness, update.num_examples, update.worker_id,
+            update.update_id, update.helper_seed))
         if new_weights is not None and not all_finite(new_weights):  # never apply NaN or Inf
             return self._refuse(update, RejectedUpdate(
                 "non_finite_result", f"applying it would make the model non-finite "
@@ -205,6 +211,17 @@ class CoordinatorCore:
         self.version += 1
         self.applied += held + 1
         return Outcome("applied", self.version, staleness=staleness)
+
+    def _template(self) -> Arrays:
+        if not self.masked:
+            return self.weights
+        return [np.empty(w.shape, quantise.FIELD) for w in self.weights]
+
+    def adopt(self, new_weights: Arrays, updates: int) -> None:
+        """A step taken outside `handle` (a secure buffer unmasked): `updates` now applied."""
+        self.weights = [np.asarray(w) for w in new_weights]
+        self.version += 1
+        self.applied += updates
 
     def _check_norm(self, update: WeightUpdate) -> float:
         if self.norm_guard is None:
@@ -227,9 +244,7 @@ class CoordinatorCore:
         new_weights = self.strategy.flush(self.weights)
         if new_weights is None:
             return False
-        self.weights = [np.asarray(w) for w in new_weights]
-        self.version += 1
-        self.applied += held
+        self.adopt(new_weights, held)
         return True
 
     def expire(self, deadline_seconds: float, now: float | None = None) -> list[str]:

@@ -37,6 +37,7 @@ from coordinator.outbox import Outbox
 from coordinator.progress import Progress
 from coordinator.receiving import Receiver, update_prefetch
 from coordinator.scoring import Scoring
+from coordinator.secure_link import SecureLink
 from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
@@ -47,7 +48,8 @@ class Coordinator:
 
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
-        self.topology = Topology(settings.job, settings.queue_limits())
+        self.topology = Topology(settings.job, settings.queue_limits(),
+                                 secure=settings.secure_aggregation)
         self.evaluator, self.model_name, weights = evaluation.for_job(settings)
         self.progress = Progress(settings)
         self.record = JobRecord(workers_ready=settings.wait_for_workers == 0)
@@ -69,6 +71,8 @@ class Coordinator:
         self.sessions = 0
         self.receiver = Receiver(settings, self.codec, self.admission, self.core, self.outbox,
                                  self.commit, self.progress, self.record, self._version_made)
+        self.secure = None if not settings.secure_aggregation else SecureLink(
+            settings, self.topology, self.codec, self.core, self.commit, self._version_made)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
                                               "model": self.model_name,
                                               "fingerprint": fingerprint})
@@ -159,6 +163,8 @@ class Coordinator:
                 self.federated.consume(broker)
             broker.consume(self.topology.model_requests,
                            lambda d: self.outbox.reply_model(broker, d), prefetch=8)
+            if self.secure is not None:
+                self.secure.start(broker)
             self._wait_for_workers(broker)
             while not self._done() and not self.stop.is_set():
                 self._pump(broker, 0.25)
@@ -195,6 +201,8 @@ class Coordinator:
             self.outbox.event(broker, self.settings.job, "evaluation", version=scored.version,
                               **{name: round(value, 6)
                                  for name, value in scored.score.metrics.items()})
+        if self.secure is not None:  # sealed buffers are in the checkpoint now
+            self.secure.ask(broker)
 
     def _purge_leftovers(self, broker: Broker) -> None:
         """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
@@ -245,7 +253,7 @@ class Coordinator:
             self._take_back_tasks(broker)
             if not self.core.tasks_in_flight and \
                     broker.queue_depth(self.topology.updates)[0] == 0 and \
-                    self.receiver.quiet():
+                    self.receiver.quiet() and not (self.secure and self.secure.waiting()):
                 break
             self._pump(broker, 0.25)
         self._take_back_tasks(broker)

@@ -1,7 +1,8 @@
-"""The `fedmq` command: one click group with a subcommand per role (coordinator, worker) and per
-operator tool (run, watch, status, keys, tls, bench). Every option comes from a settings class
-(common/settings.py for the roles, fedmq/settings.py for the tools) through fedmq/options.py, so
-each flag has a FEDMQ_* environment variable twin and the help text of the field that defines it.
+"""The `fedmq` command: one click group with a subcommand per role (coordinator, worker, helper)
+and per operator tool (run, watch, status, keys, tls, bench). Every option comes from a settings
+class (common/settings.py for the roles, fedmq/settings.py for the tools) through fedmq/options.py,
+so each flag has a FEDMQ_* environment variable twin and the help text of the field that defines
+it.
 
 The roles, the tools' services and the benchmarks are imported only inside the command that runs
 them, so `--help` stays instant and nothing below this module imports it back."""
@@ -18,6 +19,7 @@ from fedmq.keys import keys
 from fedmq.options import config_errors, load_settings, settings_options, setup_logging
 from fedmq.settings import RunSettings, StatusSettings, WatchSettings
 from fedmq.tls import tls
+from helper.settings import HelperRoleSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,6 +57,18 @@ def worker(**flags: Any) -> None:
     with config_errors():
         service = WorkerService(settings)
         service.run()
+
+
+@main.command()
+@settings_options(HelperRoleSettings)
+def helper(**flags: Any) -> None:
+    """Run the secure-aggregation helper: answer whole buffers' mask sums, until SIGTERM."""
+    settings = load_settings(HelperRoleSettings, flags)
+    setup_logging(settings.log_level)
+    from helper.service import HelperService
+
+    with config_errors():
+        HelperService(settings).run()
 
 
 @main.command()

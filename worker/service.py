@@ -35,6 +35,7 @@ from worker import refusals, training_data
 from worker.local_evaluation import LocalEvaluation
 from worker.model_source import ModelSource
 from worker.packing import DeltaPacker
+from worker.secure_share import SecureSharer, task_refusal
 from worker.shaping import shape_update
 from worker.task_hold import TaskHold
 from worker.trainer import Trainer
@@ -68,6 +69,8 @@ class WorkerService:
             self.trusted = {coordinator.name: coordinator.signing}
             self.recipients = {coordinator.name: coordinator.encryption}
         self.worker_id = self._worker_id(settings)
+        self.sharer = None if identity is None or settings.helper_key is None else SecureSharer(
+            identity, load_public(settings.helper_key), settings.job)
         models.configure_tensorflow(settings.tf_threads)
         self.task = learning_task.load(settings.task) if settings.task else None
         self.model_name = settings.task or models.resolve_name(settings.model, settings.dataset)
@@ -246,10 +249,10 @@ class WorkerService:
         if self.training is not None or self.models.latest is None:
             broker.reject(delivery, requeue=True)
             return
-        refusal = refusals.over_budget(task, self.releases, self.settings.dp_epsilon_budget,
-                                        self.settings.dp_delta)
+        refusal = task_refusal(task, self.sharer, refusals.over_budget(
+            task, self.releases, self.settings.dp_epsilon_budget, self.settings.dp_delta))
         if refusal is not None:
-            log.error("privacy budget: %s; handing the task back and stopping", refusal)
+            log.error("%s; handing the task back and stopping", refusal)
             broker.reject(delivery, requeue=True)
             self.stop.set()
             return
@@ -269,11 +272,16 @@ class WorkerService:
                                    task.learning_rate, task.proximal_mu)
             shaped = shape_update(model.weights, result.weights, task, self.rng,
                                   self.settings.attack, self.settings.attack_factor)
-            update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id,
+            update_id, weights, seed = new_id(), shaped.weights, b""
+            if task.secure_scale > 0 and self.sharer is not None:
+                weights, seed = self.sharer.share(weights, task, update_id, self.rng)
+            update = WeightUpdate(update_id=update_id, worker_id=self.worker_id,
                                   task_id=task.task_id, base_version=model.version,
                                   num_examples=trainer.num_examples,
                                   train_seconds=result.seconds, metrics=result.metrics,
-                                  **self.packer.pack(task, shaped))
+                                  helper_seed=seed, **(
+                                      {"weights": weights, "is_delta": shaped.is_delta} if seed
+                                      else self.packer.pack(task, shaped)))
             body = self.codec.encode(update, self.recipients)
         except Exception:
             log.exception("training failed for task %s; handing it back", task.task_id)

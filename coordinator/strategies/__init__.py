@@ -7,6 +7,7 @@
 - robust.py: robust rules over a buffer (norm bound, median, trimmed mean, Krum, multi-Krum);
 - central_dp.py: central differential privacy over a buffer (clip shares, noise the sum once);
 - server_optimizer.py: FedOpt (Adam, Yogi, Adagrad) on FedBuff's aggregated delta.
+- secure_fedbuff.py: FedBuff over masked shares, each buffer unmasked by the helper's sum.
 
 `make_strategy` builds the one a coordinator's settings name.
 """
@@ -21,6 +22,7 @@ from coordinator.strategies.fedasync import FedAsync, fedasync_step, mix
 from coordinator.strategies.fedavg import FedAvg
 from coordinator.strategies.fedbuff import FedBuff
 from coordinator.strategies.robust import RobustConfig
+from coordinator.strategies.secure_fedbuff import SecureFedBuff
 from coordinator.strategies.server_optimizer import ServerOptimizer
 from coordinator.strategies.staleness import (
     StalenessFn,
@@ -32,14 +34,18 @@ from coordinator.strategies.staleness import (
 )
 
 __all__ = ["CentralNoise", "Contribution", "FedAsync", "FedAvg", "FedBuff", "RobustConfig",
-           "StalenessFn", "Strategy", "fedasync_step", "fedbuff_staleness_weight", "make_staleness",
-           "make_strategy", "mix", "staleness_constant", "staleness_hinge",
-           "staleness_polynomial"]
+           "SecureFedBuff", "StalenessFn", "Strategy", "fedasync_step",
+           "fedbuff_staleness_weight", "make_staleness", "make_strategy", "mix",
+           "staleness_constant", "staleness_hinge", "staleness_polynomial"]
 
 
 def make_strategy(settings: CoordinatorSettings,
                   ledger: privacy.PrivacyLedger | None = None) -> Strategy:
     """The configured strategy; central DP spends from `ledger` (the coordinator's admission)."""
+    if settings.strategy == "fedbuff" and settings.secure_aggregation:
+        return SecureFedBuff(settings.buffer_size, settings.secure_clip,
+                             settings.secure_weight_resolution, settings.server_lr,
+                             settings.server_momentum)
     if settings.strategy == "fedbuff":
         robust = RobustConfig(settings.aggregator, settings.byzantine_f, settings.norm_bound)
         central = None

@@ -24,6 +24,8 @@ class Contribution:
     staleness: int
     num_examples: int
     worker_id: str = ""
+    update_id: str = ""       # secure aggregation: the id the helper's rules are about
+    helper_seed: bytes = b""  # ... and the mask seed sealed to the helper
 
 
 def as_model(current: Sequence[np.ndarray], update: Contribution) -> Sequence[np.ndarray]:

@@ -54,6 +54,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BaseSettings]]:
     stubs: dict[str, dict[str, Any]] = {
         "coordinator.session": {"Coordinator": Service},
         "worker.service": {"WorkerService": Service},
+        "helper.service": {"HelperService": Service},
         "fedmq.launcher": {"run_local": record},
         "fedmq.watch": {"Watcher": Service},
         "fedmq.status": {"render": lambda settings: str(record(settings))},

@@ -23,10 +23,13 @@ from common.messages import (
     EvalRequest,
     Event,
     GlobalModel,
+    MaskSeed,
     ModelNotice,
     ModelRequest,
     ShardLease,
     TrainTask,
+    UnmaskAnswer,
+    UnmaskRequest,
     WeightUpdate,
 )
 
@@ -47,6 +50,12 @@ EXAMPLES: dict[str, Any] = {
     "eval_request": EvalRequest(version=5, sample=0.5),
     "eval_report": EvalReport(worker_id="w", request_version=5, version=6, num_examples=30,
                               metrics={"loss": 0.5, "auc": 0.9}),
+    "mask_seed": MaskSeed(update_id="u1", worker_id="w1", job="j", seed=bytes(range(32))),
+    "unmask_request": UnmaskRequest(buffer_id="b1", job="j", coordinates=6,
+                                    weights={"u1": 16, "u2": 3}, seeds={"u1": b"\x00s1",
+                                                                        "u2": b"s2"}),
+    "unmask_answer": UnmaskAnswer(buffer_id="b1", answered=True, code="ok", reason="",
+                                  mask_sum=(np.arange(6, dtype=np.uint32),)),
 }
 
 

@@ -1,0 +1,1 @@
+"""The secure-aggregation helper: the second, non-colluding aggregator (issue 13)."""
