@@ -1,10 +1,11 @@
 """The coordinator's side of the helper conversation (secure aggregation, issue 13).
 
 A sealed buffer (strategies/secure_fedbuff.py) is in the checkpoint before the helper is asked
-for its mask sum: `ask` runs right after a commit, so a coordinator that dies after asking asks
-again for the same buffer id with the same members, and the helper answers it again (its rules
-refuse anything else). The request goes to the helper's queue, sealed to the helper; the answer
-comes back on the coordinator's own queue, signed by the helper and sealed to the coordinator,
+for its mask sum: the checkpoint is written on the commit's writer thread, so `ask` asks only for
+the buffers a checkpoint on disk holds (`saved` names them). A coordinator that dies after asking
+therefore asks again for the same buffer id with the same members, and the helper answers it
+again (its rules refuse anything else). The request goes to the helper's queue, sealed to the
+helper; the answer comes back on the coordinator's own queue, signed by the helper and sealed to the coordinator,
 and is acked only once the step it made is checkpointed (commit.py). A buffer not answered
 within --helper-timeout is asked for again (the helper may have been down).
 """
@@ -48,6 +49,16 @@ class SecureLink:
         self.strategy: SecureFedBuff = core.strategy
         self.version_made, self.timeout = version_made, settings.helper_timeout
         self.asked: dict[str, float] = {}  # buffer id -> when this process last asked
+        self.checkpointed = settings.checkpoint
+        self.durable: set[str] = set()  # sealed buffers a checkpoint on disk holds
+
+    def sealed_ids(self) -> frozenset[str]:
+        """The buffers sealed now (captured with a checkpoint; `saved` once it is on disk)."""
+        return frozenset(sealed.buffer_id for sealed in self.strategy.sealed)
+
+    def saved(self, buffer_ids: frozenset[str]) -> None:
+        """A checkpoint holding these sealed buffers is on disk: they may be asked for."""
+        self.durable |= buffer_ids
 
     def start(self, broker: Broker) -> None:
         """A new connection: consume the answers, and ask for every sealed buffer again."""
@@ -59,11 +70,13 @@ class SecureLink:
         return bool(self.strategy.sealed)
 
     def ask(self, broker: Broker) -> None:
-        """Ask for each sealed buffer not asked (or not answered within the timeout); call
-        only right after a commit, so every sealed buffer is in the checkpoint."""
+        """Ask for each sealed buffer not asked (or not answered within the timeout) that a
+        checkpoint on disk holds."""
         now = time.monotonic()
         size = sum(int(w.size) for w in self.core.weights)
         for sealed in self.strategy.sealed:
+            if self.checkpointed and sealed.buffer_id not in self.durable:
+                continue
             if now - self.asked.get(sealed.buffer_id, -self.timeout) < self.timeout:
                 continue
             broker.publish("", self.topology.helper_requests, self.codec.encode(

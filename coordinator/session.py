@@ -99,8 +99,14 @@ class Coordinator:
         """The checkpoint of now, to be written by the commit's writer thread."""
         prepared = self.lifecycle.capture(self.record, self.core, self.admission, self.history)
         covered = self.receiver.intake.covered()  # spooled chunks of the updates it holds
-        return Snapshot(lambda: self.lifecycle.write(prepared),
-                        lambda: self.receiver.intake.saved(covered),
+        sealed = frozenset() if self.secure is None else self.secure.sealed_ids()
+
+        def saved() -> None:
+            self.receiver.intake.saved(covered)
+            if self.secure is not None:
+                self.secure.saved(sealed)
+
+        return Snapshot(lambda: self.lifecycle.write(prepared), saved,
                         (self.core.version, self.core.weights))
 
     def _restore(self, state: dict[str, Any] | None) -> None:
@@ -109,6 +115,8 @@ class Coordinator:
         else:
             self.history = self.lifecycle.restore(state, self.record, self.core, self.admission)
             self.set_up = True
+            if self.secure is not None:  # the buffers it sealed are on disk
+                self.secure.saved(self.secure.sealed_ids())
 
     # ------------------------------------------------------------ lifecycle
 

@@ -232,7 +232,7 @@ def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
     strategy = parties.core.strategy
     assert isinstance(strategy, SecureFedBuff)
     link = SecureLink(parties.settings, Topology("j", secure=True), parties.coordinator_codec,
-                      parties.core, Commit(None, lambda *_: None, lambda *_: None),
+                      parties.core, Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
                       lambda *_: None)
     refusal = UnmaskAnswer(strategy.sealed[0].buffer_id, False, "below_k_min",
                            "3 updates, fewer than K_min 5")
