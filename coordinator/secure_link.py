@@ -5,9 +5,9 @@ for its mask sum: the checkpoint is written on the commit's writer thread, so `a
 the buffers a checkpoint on disk holds (`saved` names them). A coordinator that dies after asking
 therefore asks again for the same buffer id with the same members, and the helper answers it
 again (its rules refuse anything else). The request goes to the helper's queue, sealed to the
-helper; the answer comes back on the coordinator's own queue, signed by the helper and sealed to the coordinator,
-and is acked only once the step it made is checkpointed (commit.py). A buffer not answered
-within --helper-timeout is asked for again (the helper may have been down).
+helper; the answer comes back on the coordinator's own queue, signed by the helper and sealed to
+the coordinator, and is acked only once the step it made is checkpointed (commit.py). A buffer
+not answered within --helper-timeout is asked for again (the helper may have been down).
 """
 
 from __future__ import annotations
