@@ -21,7 +21,7 @@ import numpy as np
 from common import chunks, faults, limits, models
 from common.amqp import Broker, Delivery
 from common.codec import Codec
-from common.connection import connect
+from common.connection import Connector
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.identity import load_identity, load_public
 from common.leases import Lease
@@ -54,6 +54,7 @@ class WorkerService:
             self.trusted = {coordinator.name: coordinator.signing}
             self.recipients = {coordinator.name: coordinator.encryption}
         self.worker_id = self._worker_id(settings)
+        self.connector = Connector(settings, f"fedmq-worker-{self.worker_id}")
         models.configure_tensorflow(settings.tf_threads)
         self.model = models.build(models.resolve_name(settings.model, settings.dataset),
                                   settings.seed)
@@ -153,7 +154,7 @@ class WorkerService:
             # limit (found by the broker-restart chaos test).
             self.training = None
         self.held.forget()
-        broker = connect(self.settings, f"fedmq-worker-{self.worker_id}")
+        broker = self.connector.connect()
         try:
             lease = self._attach(broker)
             if lease is None:
