@@ -85,4 +85,5 @@ class Lease:
     def check(self) -> None:
         """Raise BrokerUnavailable (so the session starts over and leases again) if revoked."""
         if self.revoked.is_set():
-            raise BrokerUnavailable("shard lease revoked: a new job refilled the shard leases")
+            raise BrokerUnavailable("shard lease revoked: a new job refilled the shard leases, or "
+                                    "the cluster node that held them was lost")

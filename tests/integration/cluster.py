@@ -1,11 +1,11 @@
 """A three-node RabbitMQ cluster on this machine, for the cluster tests (issue 11).
 
 Three private nodes (tests/integration/private_node.py) with their own names, AMQP, management
-and distribution ports, joined into one cluster the way an operator does it by hand: the first
-node starts alone; each other node starts, then `stop_app`, `reset`, `join_cluster <first>`,
-`start_app`. The nodes share one Erlang cookie because they all run with HOME=/var/lib/rabbitmq
-(that directory's .erlang.cookie), which is what lets them talk. The shared broker on 5672 is
-never touched, and the whole cluster is deleted at the end.
+and distribution ports (AMQP + 10000, AMQP + 20000), joined into one cluster the way an operator
+does it by hand: the nodes start (at once, side by side), then every node but the first runs
+`stop_app`, `reset`, `join_cluster <first>`, `start_app`. They share one Erlang cookie because
+they all run with HOME=/var/lib/rabbitmq (that directory's .erlang.cookie): without it they could
+not talk. The shared broker on 5672 is never touched, and the cluster is deleted at the end.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from tests.integration.private_node import CTL, PrivateNode
+from tests.integration.private_node import CTL, SERVER, PrivateNode
 
-QUEUES_TOOL = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
+AUTH = ("guest", "guest")
 
 
 @dataclass
@@ -34,18 +34,12 @@ class Cluster:
     name: str = "fedmqcluster"
     first_port: int = 5720
     size: int = 3
-    extra_config: str = ""
     nodes: list[PrivateNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.nodes = [PrivateNode(name=f"{self.name}-{i}", amqp_port=self.first_port + i,
-                                  management_port=self.first_port + i + 10000,
-                                  extra_config=self.extra_config)
+                                  management_port=self.first_port + i + 10000)
                       for i in range(self.size)]
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
 
     def url_list(self, first: int = 0) -> str:
         """FEDMQ_AMQP_URL: every node's URL, comma-separated, starting at node `first`."""
@@ -53,105 +47,83 @@ class Cluster:
         return ",".join(node.url for node in order)
 
     def start(self) -> None:
-        """Start every node and join the others to the first; wait until all three run."""
-        seed, others = self.nodes[0], self.nodes[1:]
-        seed.start()
-        for node in others:
-            node.start()
+        """Start the nodes side by side, join the others to the first; wait until all run."""
+        with ThreadPoolExecutor(self.size) as pool:
+            list(pool.map(PrivateNode.start, self.nodes))
+        seed = self.nodes[0]
+        for node in self.nodes[1:]:
             node.stop_app()
             node.run_tool([CTL, "-n", node.node, "reset"])
             node.run_tool([CTL, "-n", node.node, "join_cluster", seed.node])
             node.start_app()
-        self.wait_running(len(self.nodes))
+        self.wait_running(self.size)
 
-    def running(self, via: PrivateNode | None = None) -> list[str]:
-        """Names of the cluster's running nodes, as the management API of `via` sees them."""
-        for node in [via] if via else self.nodes:
+    def _get(self, path: str, via: list[PrivateNode] | None = None) -> Any:
+        """GET the management API of the first node (of `via`) that answers."""
+        for node in via or self.nodes:
             with contextlib.suppress(requests.RequestException):
-                answer = requests.get(f"http://127.0.0.1:{node.management_port}/api/nodes",
-                                      auth=("guest", "guest"), timeout=5)
-                answer.raise_for_status()
-                return sorted(n["name"] for n in answer.json() if n.get("running"))
-        return []
+                answer = requests.get(f"http://127.0.0.1:{node.management_port}/api/{path}",
+                                      auth=AUTH, timeout=5)
+                if answer.status_code == 200:
+                    return answer.json()
+        return None
 
-    def wait_running(self, count: int, timeout: float = 60) -> None:
+    def running(self) -> list[str]:
+        """Erlang names of the cluster's running nodes."""
+        return sorted(n["name"] for n in self._get("nodes") or [] if n.get("running"))
+
+    def wait_running(self, count: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while len(self.running()) != count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"cluster has {self.running()} running, not {count} nodes")
             time.sleep(0.5)
 
-    def queue(self, name: str, vhost: str = "/") -> dict[str, object]:
-        """A queue's management record (type, leader, members...) from any node that answers."""
-        for node in self.nodes:
-            with contextlib.suppress(requests.RequestException):
-                answer = requests.get(
-                    f"http://127.0.0.1:{node.management_port}/api/queues/"
-                    f"{quote(vhost, safe='')}/{quote(name, safe='')}",
-                    auth=("guest", "guest"), timeout=5)
-                if answer.status_code == 200:
-                    return dict(answer.json())
-        raise AssertionError(f"no node knows queue {name}")
+    def queue(self, name: str) -> dict[str, Any]:
+        """A queue's management record (type, leader, members, durable...)."""
+        record = self._get(f"queues/%2F/{quote(name, safe='')}")
+        assert record is not None, f"no node knows queue {name}"
+        return dict(record)
+
+    def connection_nodes(self, prefix: str) -> dict[str, str]:
+        """{connection name: the node it is on} of the connections named `prefix`..."""
+        found = {}
+        for connection in self._get("connections") or []:
+            name = (connection.get("client_properties") or {}).get("connection_name", "")
+            if name.startswith(prefix):
+                found[name] = connection["node"]
+        return found
 
     def node_named(self, erlang_name: str) -> PrivateNode:
         return next(node for node in self.nodes if node.node == erlang_name)
 
     def leader_of(self, queue: str) -> PrivateNode:
-        """The node that leads quorum queue `queue` (the management API's `leader`)."""
+        """The node that leads quorum queue `queue`."""
         return self.node_named(str(self.queue(queue)["leader"]))
 
     def kill_9(self, node: PrivateNode) -> None:
-        """SIGKILL the node's Erlang VM (beam), as a crashed machine: no goodbye to its peers."""
+        """SIGKILL the node's Erlang VM, as a crashed machine: no goodbye to its peers."""
         pid = int((node.directory / "pid").read_text().strip())
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{node.node} (pid {pid}) survived SIGKILL")
-            time.sleep(0.1)
+        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+            assert time.monotonic() < deadline, f"{node.node} (pid {pid}) survived SIGKILL"
+            time.sleep(0.05)
 
     def restart(self, node: PrivateNode) -> None:
-        """Start a stopped or killed node again with its data; it rejoins the cluster."""
-        node.run_tool([node_server(), "-detached"])
-        node_await(node)
+        """Start a stopped or killed node again on its data: it rejoins the cluster."""
+        node.run_tool([SERVER, "-detached"])
+        node._await_startup()
+        node.wait_for_management()
+        self.wait_running(self.size)
 
     def destroy(self) -> None:
         for node in self.nodes:
             node.destroy()
 
 
-def node_server() -> str:
-    from tests.integration.private_node import SERVER
-    return SERVER
-
-
-def node_await(node: PrivateNode) -> None:
-    node._await_startup()
-    if node.management:
-        node.wait_for_management()
-
-
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        return state != "Z"
-    return True
-
-
-def quorum_members(cluster: Cluster, queue: str) -> Sequence[str]:
-    return [str(m) for m in cluster.queue(queue).get("members", [])]
-
-
-if __name__ == "__main__":  # a manual check: start, print, stop
-    c = Cluster()
-    t = time.monotonic()
-    try:
-        c.start()
-        print("running", c.running(), f"in {time.monotonic() - t:.1f}s")
-        subprocess.run(["sleep", "1"], check=True)
-    finally:
-        c.destroy()
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return "Z"
