@@ -239,7 +239,10 @@ def run(out: Path, grid: list[tuple[str, int]], **options: Any) -> dict[str, Any
 @click.option("--concurrency", default=0, show_default=True,
               help="Tasks in flight; 0: one per worker, at most ~400 MB of updates.")
 @click.option("--max-staleness", default=-1, show_default=True, help="-1: the default.")
-@click.option("--amqp-url", default=Cell.amqp_url, show_default=True)
+@click.option("--amqp-url", default=Cell.amqp_url, show_default=True,
+              help="The broker; a cluster's nodes comma-separated (the first that answers).")
+@click.option("--management-url", default=Cell.management_url, show_default=True,
+              help="Management API of the broker (any node of a cluster).")
 def main(out: Path, grid: str, sizes: str, fleets: str, **options: Any) -> None:
     """Throughput, traffic, memory and latency of a real coordinator with simulated fleets."""
     cells = GRIDS[grid]

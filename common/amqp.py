@@ -23,7 +23,8 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from common.amqp_errors import BrokerRefused, QueueMismatch, quiet_not_found, translated
-from common.errors import BrokerUnavailable
+from common.broker_urls import split_urls
+from common.errors import BrokerUnavailable, ConfigError
 from common.topology import QueueSpec, Topology
 
 if TYPE_CHECKING:
@@ -50,25 +51,39 @@ Handler = Callable[[Delivery], None]
 class Broker:
     """A blocking connection with one channel in publisher-confirm mode."""
 
-    def __init__(self, url: str, *, heartbeat: int = 30, name: str = "fedmq",
-                 tls: tuple[ssl.SSLContext, str | None] | None = None) -> None:
+    def __init__(self, url: str | Sequence[str], *, heartbeat: int = 30, name: str = "fedmq",
+                 tls: ssl.SSLContext | None = None) -> None:
+        """Connect to the first of `url` (one URL, or a cluster's nodes in the order to try, as a
+        sequence or comma-separated: common/broker_urls.py) that answers; `tls`: a verifying
+        context, checking each node's own host name."""
+        try:
+            urls = split_urls(url) if isinstance(url, str) else list(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        every = [self._parameters(one, heartbeat, name, tls) for one in urls]
+        try:
+            with translated():  # pika tries each in turn (one attempt each, in order)
+                self._connection = pika.BlockingConnection(every)
+                self._channel: BlockingChannel = self._open_channel()
+        except BrokerUnavailable as exc:
+            tried = ", ".join(f"{p.host}:{p.port}" for p in every)
+            raise BrokerUnavailable(f"{tried}: {exc}") from None
+        self._queues_by_tag: dict[str, str] = {}
+        self._on_cancel: dict[str, Callable[[], None]] = {}
+        self._claims: list[BlockingChannel] = []
+
+    @staticmethod
+    def _parameters(url: str, heartbeat: int, name: str,
+                    tls: ssl.SSLContext | None) -> pika.URLParameters:
         params = pika.URLParameters(url)
         params.heartbeat = heartbeat
         params.blocked_connection_timeout = 300
         params.connection_attempts = 1
         params.socket_timeout = 10
         params.client_properties = {"connection_name": name}
-        if tls is not None:  # (a verifying context, the broker's host name)
-            params.ssl_options = pika.SSLOptions(*tls)
-        try:
-            with translated():
-                self._connection = pika.BlockingConnection(params)
-                self._channel: BlockingChannel = self._open_channel()
-        except BrokerUnavailable as exc:
-            raise BrokerUnavailable(f"{params.host}:{params.port}: {exc}") from None
-        self._queues_by_tag: dict[str, str] = {}
-        self._on_cancel: dict[str, Callable[[], None]] = {}
-        self._claims: list[BlockingChannel] = []
+        if tls is not None:
+            params.ssl_options = pika.SSLOptions(tls, params.host)
+        return params
 
     def _open_channel(self, confirms: bool = True) -> BlockingChannel:
         channel = self._connection.channel()

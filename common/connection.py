@@ -1,24 +1,25 @@
-"""How a role connects to its broker: the AMQP URL, heartbeat and TLS files of its settings.
+"""How a role connects to its broker: the AMQP URLs, heartbeat and TLS files of its settings.
 
 TLS (amqps:// URLs) verifies the broker's certificate against the given CA bundle (or the
-system's) and its host name, and presents a client certificate when one is configured.
+system's) and its host name, and presents a client certificate when one is configured; with
+several URLs (a cluster's nodes, common/broker_urls.py) each node is checked under its own name.
 """
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from common.amqp import Broker
+from common.broker_urls import rotated
 from common.errors import ConfigError
 from common.settings import ConnectionSettings
 
 
 def tls_context(url: str, ca_file: Path | None = None, cert_file: Path | None = None,
-                key_file: Path | None = None) -> tuple[ssl.SSLContext, str | None] | None:
-    """A verifying TLS context and the host name to check, for an amqps:// URL; None for
-    amqp://. Files that cannot be loaded are a ConfigError."""
+                key_file: Path | None = None) -> ssl.SSLContext | None:
+    """A verifying TLS context for an amqps:// URL (each connection checks the host name of
+    its URL); None for amqp://. Files that cannot be loaded are a ConfigError."""
     if not url.startswith("amqps://"):
         return None
     try:
@@ -27,11 +28,29 @@ def tls_context(url: str, ca_file: Path | None = None, cert_file: Path | None = 
             context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load TLS files: {exc}") from None
-    return context, urlsplit(url).hostname
+    return context
 
 
-def connect(settings: ConnectionSettings, name: str) -> Broker:
-    """A Broker for the URL, heartbeat and TLS files of `settings`."""
+def connect(settings: ConnectionSettings, name: str, first: int = 0) -> Broker:
+    """A Broker for the URLs, heartbeat and TLS files of `settings`: the first URL that
+    answers, trying them from index `first` on (and round to the start)."""
     tls = tls_context(settings.amqp_url, settings.tls_ca_file, settings.tls_cert_file,
                       settings.tls_key_file)
-    return Broker(settings.amqp_url, heartbeat=settings.heartbeat, name=name, tls=tls)
+    return Broker(rotated(settings.amqp_urls, first), heartbeat=settings.heartbeat, name=name,
+                  tls=tls)
+
+
+class Connector:
+    """A service's connections, one per session: each new session starts from the URL after
+    the one the previous session started from, so a role that lost its node tries the next
+    node first (a node that is down refuses at once, one that does not answer costs
+    socket_timeout), and the first session starts from the first URL."""
+
+    def __init__(self, settings: ConnectionSettings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.sessions = 0
+
+    def connect(self) -> Broker:
+        first, self.sessions = self.sessions, self.sessions + 1
+        return connect(self.settings, self.name, first)

@@ -10,6 +10,11 @@ Nothing is ever delivered, so no delivery is held unacked and RabbitMQ's consume
 closed the channel of every worker holding an unacked token, every 30 minutes by default) never
 applies (docs/reliability.md, "Consumer timeout").
 
+The shard queues are transient (common/topology.py): in a cluster, the loss of their node
+deletes them and cancels their holders. The coordinator declares them in the same session as the
+job's control queue, so on the same node; the loss of that node cancels its own hold on the job
+and it starts a session again, declaring them anew; the workers lease again.
+
 Refilling deletes the shard queues first, which revokes the leases still held: the broker
 cancels their holders' consumers, and those workers lease again from the fresh queues. This way a
 new job never has two holders of the same shard.
@@ -46,6 +51,13 @@ def refill(broker: Broker, topology: Topology, num_shards: int) -> None:
     log.info("declared %d shard leases (%s ...)", num_shards, topology.shard(0))
 
 
+def restore(broker: Broker, topology: Topology, num_shards: int) -> None:
+    """Coordinator side, on a reconnect: declare again the shard queues a lost cluster node took
+    with it (declaring one that exists changes nothing; its holder keeps it)."""
+    for index in range(num_shards):
+        broker.declare_queue(topology.lock_queue(topology.shard(index)))
+
+
 class Lease:
     """Worker side: hold one shard queue's exclusive consumer for the life of the connection."""
 
@@ -73,4 +85,5 @@ class Lease:
     def check(self) -> None:
         """Raise BrokerUnavailable (so the session starts over and leases again) if revoked."""
         if self.revoked.is_set():
-            raise BrokerUnavailable("shard lease revoked: a new job refilled the shard leases")
+            raise BrokerUnavailable("shard lease revoked: a new job refilled the shard leases, or "
+                                    "the cluster node that held them was lost")

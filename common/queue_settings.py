@@ -1,5 +1,6 @@
-"""The coordinator's settings for what a job leaves on the broker: the dead-letter queue's bounds
-and how long unused job queues live (docs/reliability.md, "Dead letters and old queues")."""
+"""The coordinator's settings for the job's queues on the broker: the dead-letter queue's bounds,
+how long unused job queues live (docs/reliability.md, "Dead letters and old queues") and how many
+nodes of a cluster hold a copy of each (docs/deploy.md, "A cluster")."""
 
 from __future__ import annotations
 
@@ -26,9 +27,14 @@ class QueueSettings(BaseSettings):
                                         "reason and size kept in headers).")
     queue_expiry_hours: float = Field(168.0, gt=0, description="The broker deletes a job's "
                                       "queue once nobody has used it for this many hours.")
+    queue_replicas: int | None = Field(None, ge=1, description="Nodes holding a copy of each "
+                                       "of the job's quorum queues (x-quorum-initial-group-size; "
+                                       "odd: 3 survives one lost node); unset: the broker's "
+                                       "default.")
 
     def queue_limits(self) -> QueueLimits:
         return QueueLimits(dead_max_messages=self.dead_letter_max_messages,
                            dead_max_bytes=self.dead_letter_max_bytes,
                            dead_ttl_ms=int(self.dead_letter_ttl_hours * HOUR_MS),
-                           expires_ms=int(self.queue_expiry_hours * HOUR_MS))
+                           expires_ms=int(self.queue_expiry_hours * HOUR_MS),
+                           replicas=self.queue_replicas)

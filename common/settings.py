@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.compression_settings import CompressionSettings, compression_problem
 from common.learning_settings import ServerLearningSettings, TaskSettings
+from common.broker_urls import split_urls
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem
@@ -34,7 +35,9 @@ class _Base(BaseSettings):
 
 class ConnectionSettings(_Base):
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F",
-                          description="AMQP URL of the RabbitMQ broker (amqps:// for TLS).")
+                          description="AMQP URL of the RabbitMQ broker (amqps:// for TLS); for "
+                                      "a cluster, its nodes' URLs separated by commas: the "
+                                      "first that answers is used, the next after a loss.")
     job: str = Field("", pattern=r"^[A-Za-z0-9_-]*$",
                      description="Job id (letters, digits, - and _); queues become "
                                  "fedmq.<job>.tasks etc. Empty: the plain fedmq.* names.")
@@ -56,6 +59,16 @@ class ConnectionSettings(_Base):
     tls_cert_file: Path | None = Field(None, description="Client certificate (PEM) for brokers "
                                        "that require one (mutual TLS).")
     tls_key_file: Path | None = Field(None, description="Private key (PEM) of --tls-cert-file.")
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        return ",".join(split_urls(value))
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker URLs of --amqp-url (one, or a cluster's nodes)."""
+        return self.amqp_url.split(",")
 
     @field_validator("max_message_bytes")
     @classmethod

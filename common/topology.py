@@ -2,6 +2,15 @@
 
 Names are a contract (shared/DESIGN.md): `fedmq.tasks`, `fedmq.updates`, `fedmq.model`,
 `fedmq.events`, `fedmq.dead`; with a job id they become `fedmq.<job>.tasks` and so on.
+
+In a cluster (docs/deploy.md) every queue that holds messages is a quorum queue, replicated on
+`QueueLimits.replicas` nodes, so the loss of a minority of nodes loses nothing. The locks (the
+job's control queue, the shard leases) cannot be: a lock is an exclusive consumer, and RabbitMQ
+3.10 does not enforce exclusive consumers on quorum queues (a second one on another node was
+accepted, tests/integration/test_cluster.py). They are transient classic queues instead, which
+hold nothing: when their node is lost the broker deletes them and cancels their holders, the
+coordinator declares them again on the node it reconnects to, and the holders take them again.
+A durable classic queue would be worse: it stays, unusable, until its node comes back.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ class QueueLimits:
     dead_max_bytes: int = 256 * 1024 * 1024
     dead_ttl_ms: int = 7 * 24 * 3600 * 1000
     expires_ms: int = 7 * 24 * 3600 * 1000  # a queue nobody used for this long is deleted
+    replicas: int | None = None  # x-quorum-initial-group-size; None: the broker's default
 
 
 @dataclass(frozen=True)
@@ -132,8 +142,14 @@ class Topology:
                 QueueSpec(self.helper_answers, {"x-queue-type": "quorum", **expires})]
 
     def lock_queue(self, name: str) -> QueueSpec:
-        """A lease or lock queue: never holds a message; deleted when unused (x-expires)."""
-        return QueueSpec(name, {"x-expires": self.limits.expires_ms})
+        """A lease or lock queue: never holds a message; deleted when unused (x-expires), and
+        transient, so that it goes with its node in a cluster (see the module doc)."""
+        return QueueSpec(name, {"x-expires": self.limits.expires_ms}, durable=False)
+
+    def _quorum(self) -> dict[str, Any]:
+        replicas = self.limits.replicas
+        return {"x-queue-type": "quorum",
+                **({"x-quorum-initial-group-size": replicas} if replicas else {})}
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
@@ -143,16 +159,17 @@ class Topology:
     def queues(self) -> list[QueueSpec]:
         dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
         expires = {"x-expires": self.limits.expires_ms}
+        quorum = self._quorum()
         return [
-            QueueSpec(self.tasks, {"x-queue-type": "quorum", **dead_letter, **expires,
+            QueueSpec(self.tasks, {**quorum, **dead_letter, **expires,
                                    "x-delivery-limit": TASK_DELIVERY_LIMIT}),
-            QueueSpec(self.updates, {"x-queue-type": "quorum", **dead_letter, **expires,
+            QueueSpec(self.updates, {**quorum, **dead_letter, **expires,
                                      "x-delivery-limit": UPDATE_DELIVERY_LIMIT,
                                      "x-single-active-consumer": True}),
-            QueueSpec(self.model_requests, {"x-message-ttl": MODEL_REQUEST_TTL_MS, **expires,
-                                            "x-single-active-consumer": True},
+            QueueSpec(self.model_requests, {**quorum, "x-message-ttl": MODEL_REQUEST_TTL_MS,
+                                            **expires, "x-single-active-consumer": True},
                       disposable=True),
-            QueueSpec(self.dead, {"x-max-length": self.limits.dead_max_messages,
+            QueueSpec(self.dead, {**quorum, "x-max-length": self.limits.dead_max_messages,
                                   "x-max-length-bytes": self.limits.dead_max_bytes,
                                   "x-overflow": "drop-head",
                                   "x-message-ttl": self.limits.dead_ttl_ms, **expires}),

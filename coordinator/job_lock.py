@@ -56,6 +56,8 @@ class JobLock:
                             else f"up to {self.grace:.0f}s")
                 logged = True
             broker.process(1.0)
+            # (a lost cluster node takes the transient queue with it: common/topology.py)
+            broker.declare_queue(self.topology.lock_queue(self.topology.control))
         return True
 
     def check(self) -> None:

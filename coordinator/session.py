@@ -19,7 +19,7 @@ from typing import Any
 from common import learning_task, leases, models
 from common.amqp import Broker
 from common.codec import Codec
-from common.connection import connect
+from common.connection import Connector
 from common.identity import load_identity
 from common.reconnect import run_with_reconnect
 from common.settings import CoordinatorSettings
@@ -80,6 +80,7 @@ class Coordinator:
         self.history = History()
         self.stop = threading.Event()
         self.job_lock = JobLock(self.topology, settings.heartbeat, settings.standby)
+        self.connector = Connector(settings, "fedmq-coordinator")
         self.touched = time.monotonic()  # the dead-letter queue's last use (it has x-expires)
         self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
         self.federated = None if settings.validation_fraction <= 0 else FederatedLoop(
@@ -146,7 +147,7 @@ class Coordinator:
 
     def _session(self) -> None:
         self.commit.forget_acks()
-        broker = connect(self.settings, "fedmq-coordinator")
+        broker = self.connector.connect()
         self.commit.wake = self.scoring.background.wake = broker.wake  # from their threads
         try:
             if not self.job_lock.take(broker, self.stop):  # before touching anything of the job
@@ -158,6 +159,8 @@ class Coordinator:
                 self.commit.changed()
             if not self.set_up:  # before declaring, so no worker attaches to old leases
                 leases.refill(broker, self.topology, self.settings.num_shards)
+            else:  # those lost with a cluster node (transient: common/topology.py)
+                leases.restore(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
             if not self.set_up:
                 self._purge_leftovers(broker)

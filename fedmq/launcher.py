@@ -85,7 +85,7 @@ def run_local(settings: RunSettings) -> dict[str, Any]:
     if "concurrency" not in settings.model_fields_set:
         overrides["concurrency"] = settings.workers
     settings = settings.model_copy(update=overrides)
-    with broker_for(settings.amqp_url):  # the demo starts its own broker if it must
+    with broker_for(settings.amqp_urls):  # the demo starts its own broker if it must
         code = _run_job(settings)
     if code != 0:
         raise SystemExit(f"coordinator exited with status {code}; see its log above")

@@ -1,11 +1,12 @@
 """A broker for the demo: `fedmq run` with nothing answering on its AMQP URL.
 
-When the URL points at this machine, nothing answers there and RabbitMQ is installed, `fedmq run`
-starts a private RabbitMQ node for this run only: its own node name, data directory and the URL's
-port on loopback, the URL's user and vhost created in it; the node is stopped and its directory
-deleted when the run ends. When RabbitMQ is not installed, or the URL points at another machine,
-the run stops at once with one line saying how to get a broker. The long-running roles
-(`fedmq coordinator`, `fedmq worker`) never start a broker: they keep retrying.
+When the URL (one, not a cluster's list) points at this machine, nothing answers there and
+RabbitMQ is installed, `fedmq run` starts a private RabbitMQ node for this run only: its own
+node name, data directory and the URL's port on loopback, the URL's user and vhost created in
+it; the node is stopped and its directory deleted when the run ends. When RabbitMQ is not
+installed, or the URL points at another machine, the run stops at once with one line saying how
+to get a broker. The long-running roles (`fedmq coordinator`, `fedmq worker`) never start a
+broker: they keep retrying.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -104,6 +105,12 @@ class LocalNode:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _address(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlparse(url)
+    default = 5671 if parsed.scheme == "amqps" else 5672
+    return parsed.hostname or "127.0.0.1", parsed.port or default
+
+
 def _has_user(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -119,15 +126,22 @@ def _demote() -> None:
 
 
 @contextlib.contextmanager
-def broker_for(url: str) -> Iterator[None]:
-    """Make sure a broker answers on `url` for the duration of the block (see the module doc)."""
-    parsed = urllib.parse.urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5672
-    if answers(host, port):
+def broker_for(urls: str | Sequence[str]) -> Iterator[None]:
+    """Make sure a broker answers on one of `urls` for the duration of the block (see the
+    module doc); a private node is started for a single local URL only, never for a cluster."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    addresses = [_address(url) for url in urls]
+    if any(answers(host, port) for host, port in addresses):
         yield
         return
     how = ("`rabbitmq-server -detached` to start an installed RabbitMQ, `apt-get install "
            "rabbitmq-server` to install it, or --amqp-url to use another broker")
+    if len(urls) > 1:
+        tried = ", ".join(f"{host}:{port}" for host, port in addresses)
+        raise ConfigError(f"no node of the cluster answers ({tried}, --amqp-url); start them, "
+                          f"or give one local URL and fedmq run starts a private broker there")
+    parsed = urllib.parse.urlparse(urls[0])
+    host, port = addresses[0]
     if host not in LOCAL_HOSTS:
         raise ConfigError(f"nothing answers on {host}:{port} (--amqp-url); start the broker "
                           f"there, or use {how}")

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from common.broker_urls import vhost_of
 from common.topology import Topology
 from fedmq.management import Management
 from fedmq.settings import StatusSettings
 
 QUEUE_COLUMNS = ("queue", "type", "ready", "unacked", "consumers", "in/s", "out/s")
 EXCHANGE_COLUMNS = ("exchange", "type", "in/s", "out/s")
-
-
-def vhost_of(amqp_url: str) -> str:
-    """The virtual host an AMQP URL names (`/` when it names none)."""
-    path = urlsplit(amqp_url).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def _rate(item: dict[str, Any], stat: str) -> str:
@@ -50,7 +44,7 @@ def table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def render(settings: StatusSettings, management: Management | None = None) -> str:
     """The status report of the job named by the settings."""
-    vhost = vhost_of(settings.amqp_url)
+    vhost = vhost_of(settings.amqp_urls[0])  # one vhost for all (common/broker_urls.py)
     client = management or Management(settings.management_url, vhost=vhost)
     prefix = Topology(settings.job).tasks.removesuffix("tasks")
     queues = client.queues(prefix)

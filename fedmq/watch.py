@@ -14,7 +14,7 @@ from datetime import datetime
 
 from common import wire
 from common.amqp import Delivery
-from common.connection import connect
+from common.connection import Connector
 from common.errors import DecodeError
 from common.messages import Event
 from common.reconnect import run_with_reconnect
@@ -39,6 +39,7 @@ class Watcher:
         self.topology = Topology(settings.job)
         self.stop = threading.Event()
         self.seen = 0
+        self.connector = Connector(settings, "fedmq-watch")
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -51,7 +52,7 @@ class Watcher:
         return self.seen
 
     def _session(self) -> None:
-        broker = connect(self.settings, "fedmq-watch")
+        broker = self.connector.connect()
         try:
             if not broker.await_declared(self.stop, exchanges=[self.topology.events]):
                 return

@@ -23,7 +23,7 @@ import numpy as np
 from common import chunks, faults, learning_task, limits, models
 from common.amqp import Broker, Delivery
 from common.codec import Codec
-from common.connection import connect
+from common.connection import Connector
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.identity import load_identity, load_public
 from common.leases import Lease
@@ -71,6 +71,7 @@ class WorkerService:
         self.worker_id = self._worker_id(settings)
         self.sharer = None if identity is None or settings.helper_key is None else SecureSharer(
             identity, load_public(settings.helper_key), settings.job)
+        self.connector = Connector(settings, f"fedmq-worker-{self.worker_id}")
         models.configure_tensorflow(settings.tf_threads)
         self.task = learning_task.load(settings.task) if settings.task else None
         self.model_name = settings.task or models.resolve_name(settings.model, settings.dataset)
@@ -185,7 +186,7 @@ class WorkerService:
             # limit (found by the broker-restart chaos test).
             self.training = None
         self.held.forget()
-        broker = connect(self.settings, f"fedmq-worker-{self.worker_id}")
+        broker = self.connector.connect()
         try:
             lease = self._attach(broker)
             if lease is None:

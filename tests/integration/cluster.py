@@ -1,0 +1,129 @@
+"""A three-node RabbitMQ cluster on this machine, for the cluster tests (issue 11).
+
+Three private nodes (tests/integration/private_node.py) with their own names, AMQP, management
+and distribution ports (AMQP + 10000, AMQP + 20000), joined into one cluster the way an operator
+does it by hand: the nodes start (at once, side by side), then every node but the first runs
+`stop_app`, `reset`, `join_cluster <first>`, `start_app`. They share one Erlang cookie because
+they all run with HOME=/var/lib/rabbitmq (that directory's .erlang.cookie): without it they could
+not talk. The shared broker on 5672 is never touched, and the cluster is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from tests.integration.private_node import CTL, SERVER, PrivateNode
+
+AUTH = ("guest", "guest")
+
+
+@dataclass
+class Cluster:
+    """Nodes `name`-0 .. `name`-(size-1) on AMQP ports first_port, first_port+1, ..."""
+
+    name: str = "fedmqcluster"
+    first_port: int = 5720
+    size: int = 3
+    nodes: list[PrivateNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nodes = [PrivateNode(name=f"{self.name}-{i}", amqp_port=self.first_port + i,
+                                  management_port=self.first_port + i + 10000)
+                      for i in range(self.size)]
+
+    def url_list(self, first: int = 0) -> str:
+        """FEDMQ_AMQP_URL: every node's URL, comma-separated, starting at node `first`."""
+        order = self.nodes[first:] + self.nodes[:first]
+        return ",".join(node.url for node in order)
+
+    def start(self) -> None:
+        """Start the nodes side by side, join the others to the first; wait until all run."""
+        with ThreadPoolExecutor(self.size) as pool:
+            list(pool.map(PrivateNode.start, self.nodes))
+        seed = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.stop_app()
+            node.run_tool([CTL, "-n", node.node, "reset"])
+            node.run_tool([CTL, "-n", node.node, "join_cluster", seed.node])
+            node.start_app()
+        self.wait_running(self.size)
+
+    def _get(self, path: str, via: list[PrivateNode] | None = None) -> Any:
+        """GET the management API of the first node (of `via`) that answers."""
+        for node in via or self.nodes:
+            with contextlib.suppress(requests.RequestException):
+                answer = requests.get(f"http://127.0.0.1:{node.management_port}/api/{path}",
+                                      auth=AUTH, timeout=5)
+                if answer.status_code == 200:
+                    return answer.json()
+        return None
+
+    def running(self) -> list[str]:
+        """Erlang names of the cluster's running nodes."""
+        return sorted(n["name"] for n in self._get("nodes") or [] if n.get("running"))
+
+    def wait_running(self, count: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.running()) != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster has {self.running()} running, not {count} nodes")
+            time.sleep(0.5)
+
+    def queue(self, name: str) -> dict[str, Any]:
+        """A queue's management record (type, leader, members, durable...)."""
+        record = self._get(f"queues/%2F/{quote(name, safe='')}")
+        assert record is not None, f"no node knows queue {name}"
+        return dict(record)
+
+    def connection_nodes(self, prefix: str) -> dict[str, str]:
+        """{connection name: the node it is on} of the connections named `prefix`..."""
+        found = {}
+        for connection in self._get("connections") or []:
+            name = (connection.get("client_properties") or {}).get("connection_name", "")
+            if name.startswith(prefix):
+                found[name] = connection["node"]
+        return found
+
+    def node_named(self, erlang_name: str) -> PrivateNode:
+        return next(node for node in self.nodes if node.node == erlang_name)
+
+    def leader_of(self, queue: str) -> PrivateNode:
+        """The node that leads quorum queue `queue`."""
+        return self.node_named(str(self.queue(queue)["leader"]))
+
+    def kill_9(self, node: PrivateNode) -> None:
+        """SIGKILL the node's Erlang VM, as a crashed machine: no goodbye to its peers."""
+        pid = int((node.directory / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+            assert time.monotonic() < deadline, f"{node.node} (pid {pid}) survived SIGKILL"
+            time.sleep(0.05)
+
+    def restart(self, node: PrivateNode) -> None:
+        """Start a stopped or killed node again on its data: it rejoins the cluster."""
+        node.run_tool([SERVER, "-detached"])
+        node._await_startup()
+        node.wait_for_management()
+        self.wait_running(self.size)
+
+    def destroy(self) -> None:
+        for node in self.nodes:
+            node.destroy()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return "Z"
