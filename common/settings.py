@@ -16,9 +16,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.broker_urls import split_urls
 from common.compression_settings import CompressionSettings, compression_problem
 from common.learning_settings import ServerLearningSettings, TaskSettings
-from common.broker_urls import split_urls
 from common.limits import BROKER_HARD_LIMIT, DEFAULT_CHUNK_BYTES, GiB, MiB
 from common.queue_settings import QueueSettings
 from common.robust_rules import robust_problem

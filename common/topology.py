@@ -138,8 +138,8 @@ class Topology:
 
     def helper_queues(self) -> list[QueueSpec]:
         expires = {"x-expires": self.limits.expires_ms}
-        return [QueueSpec(self.helper_requests, {"x-queue-type": "quorum", **expires}),
-                QueueSpec(self.helper_answers, {"x-queue-type": "quorum", **expires})]
+        return [QueueSpec(self.helper_requests, {**self._quorum(), **expires}),
+                QueueSpec(self.helper_answers, {**self._quorum(), **expires})]
 
     def lock_queue(self, name: str) -> QueueSpec:
         """A lease or lock queue: never holds a message; deleted when unused (x-expires), and
@@ -174,7 +174,7 @@ class Topology:
                                   "x-overflow": "drop-head",
                                   "x-message-ttl": self.limits.dead_ttl_ms, **expires}),
             self.lock_queue(self.control),
-            QueueSpec(self.eval_reports, {**expires}),
+            QueueSpec(self.eval_reports, {**quorum, **expires}, disposable=True),
             *(self.helper_queues() if self.secure else []),
         ]
 
