@@ -17,6 +17,7 @@ from common.settings import WorkerSettings
 from tests.deploy_support import (
     ROOT,
     compose_config,
+    compose_env,
     credentials,
     mounts,
     published_ports,
@@ -34,7 +35,8 @@ def config() -> dict[str, Any]:
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose is required (Debian: apt-get install docker-compose; .ci/run does)"
     result = subprocess.run([tool, "-f", str(CLUSTER_FILE), "config"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+                            text=True, timeout=60, cwd=ROOT,
+                            env={**compose_env(), "FEDMQ_ERLANG_COOKIE": "test-cookie-6a1f"})
     assert result.returncode == 0, f"docker-compose config refused the file:\n{result.stderr}"
     loaded: dict[str, Any] = yaml.safe_load(result.stdout)
     return loaded
@@ -53,9 +55,17 @@ def test_three_brokers_form_one_cluster_by_classic_config_with_one_cookie(
         assert broker["image"].endswith("-management")
         assert broker["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
         assert mounts(broker)["/etc/rabbitmq/conf.d/30-cluster.conf"] == str(CLUSTER_CONF)
-        assert mounts(broker)["/etc/rabbitmq/definitions.json"].endswith("definitions.json")
+        assert mounts(broker)["/etc/rabbitmq/fedmq"] == "broker-users"  # hashed from .env
         cookies.add(broker["environment"]["RABBITMQ_ERLANG_COOKIE"])
-    assert len(cookies) == 1 and all(cookies)
+    assert cookies == {"test-cookie-6a1f"}
+
+
+def test_the_cluster_file_refuses_to_start_without_its_cookie() -> None:
+    tool = shutil.which("docker-compose")
+    assert tool
+    result = subprocess.run([tool, "-f", str(CLUSTER_FILE), "config"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=compose_env())
+    assert result.returncode != 0 and "FEDMQ_ERLANG_COOKIE" in result.stderr, result.stderr
 
 
 def test_the_management_ui_is_on_one_node_and_every_port_on_loopback(
