@@ -31,6 +31,7 @@ from coordinator.core import CoordinatorCore
 from coordinator.evaluation import Score
 from coordinator.federated_loop import FederatedLoop
 from coordinator.history import History
+from coordinator.housekeeping import Housekeeping
 from coordinator.job_lock import JobLock
 from coordinator.lifecycle import JobRecord, Lifecycle
 from coordinator.outbox import Outbox
@@ -38,6 +39,7 @@ from coordinator.progress import Progress
 from coordinator.receiving import Receiver, update_prefetch
 from coordinator.scoring import Scoring
 from coordinator.secure_link import SecureLink
+from coordinator.stop_rule import StopRule
 from coordinator.strategies import make_strategy
 
 log = logging.getLogger("fedmq.coordinator")
@@ -64,8 +66,10 @@ class Coordinator:
         self.prefetch = update_prefetch(update_bytes)
         strategy = make_strategy(settings, self.admission.ledger)
         self.core = CoordinatorCore.for_job(settings, weights, strategy)
+        self.stop_rule = StopRule(settings, self.record, self.core, self.admission)
         self.commit = Commit(self._capture if settings.checkpoint else None, self.outbox.task,
                              self._announce, lambda: (self.core.version, self.core.weights))
+        self.housekeeping = Housekeeping(self.topology, self.codec, self.core, self.commit)
         self.scoring = Scoring(settings, self.evaluator, self.progress, self.record,
                                lambda: (self.core.applied, self.core.rejected_total))
         self.sessions = 0
@@ -76,12 +80,10 @@ class Coordinator:
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
                                               "model": self.model_name,
                                               "fingerprint": fingerprint})
-        self.stop_reason: str | None = None
         self.history = History()
         self.stop = threading.Event()
         self.job_lock = JobLock(self.topology, settings.heartbeat, settings.standby)
         self.connector = Connector(settings, "fedmq-coordinator")
-        self.touched = time.monotonic()  # the dead-letter queue's last use (it has x-expires)
         self.set_up = False  # leases filled and leftovers purged (a resumed job skips both)
         self.federated = None if settings.validation_fraction <= 0 else FederatedLoop(
             settings, self.topology, self.codec, self.admission, self.outbox, self.progress,
@@ -163,7 +165,8 @@ class Coordinator:
                 leases.restore(broker, self.topology, self.settings.num_shards)
             broker.declare(self.topology)
             if not self.set_up:
-                self._purge_leftovers(broker)
+                self.housekeeping.purge_leftovers(broker)
+                self.set_up = True
             self.commit.changed()  # checkpoint what changed while the connection was down,
             self.commit.flush(broker)  # publish the tasks it left pending, only then broadcast
             self.outbox.broadcast(broker, self.core.version, self.core.weights)
@@ -177,7 +180,7 @@ class Coordinator:
             if self.secure is not None:
                 self.secure.start(broker)
             self._wait_for_workers(broker)
-            while not self._done() and not self.stop.is_set():
+            while not self.stop_rule.done() and not self.stop.is_set():
                 self._pump(broker, 0.25)
             if not self.stop.is_set():
                 self._drain(broker)
@@ -197,9 +200,7 @@ class Coordinator:
         """One turn of the loop: serve the connection, give up on overdue tasks, commit."""
         broker.process(seconds)
         self.job_lock.check()
-        if time.monotonic() - self.touched > 3600:  # a passive declare counts as a use
-            broker.queue_depth(self.topology.dead)
-            self.touched = time.monotonic()
+        self.housekeeping.touch_dead_letters(broker)
         late = self.core.expire(self.settings.task_deadline)
         if late:
             log.warning("%d tasks got no update within %.0fs; issuing new ones", len(late),
@@ -215,14 +216,6 @@ class Coordinator:
         if self.secure is not None:  # sealed buffers are in the checkpoint now
             self.secure.ask(broker)
 
-    def _purge_leftovers(self, broker: Broker) -> None:
-        """A fresh job starts from empty work queues: leftovers belong to an earlier job."""
-        for queue in (self.topology.tasks, self.topology.updates, self.topology.eval_reports):
-            dropped = broker.purge(queue)
-            if dropped:
-                log.warning("purged %d leftover messages from %s", dropped, queue)
-        self.set_up = True
-
     def _wait_for_workers(self, broker: Broker) -> None:
         """With --wait-for-workers N: hold tasks (and the clock) until N workers consume them."""
         while not self.record.workers_ready and not self.stop.is_set():
@@ -233,21 +226,6 @@ class Coordinator:
                 self.scoring.later(self.core.version, self.core.weights)
             else:
                 self._pump(broker, 0.25)
-
-    def _done(self) -> bool:
-        settings = self.settings
-        reached = settings.stop_at_target and self.record.time_to_target is not None
-        out_of_time = settings.max_seconds is not None and self.record.workers_ready and \
-            self.record.elapsed() >= settings.max_seconds
-        return reached or out_of_time or self.core.applied >= settings.max_updates or \
-            self._out_of_budget()
-
-    def _out_of_budget(self) -> bool:
-        reason = self.admission.budget_stop(self.core.version)
-        if reason is not None and self.stop_reason is None:
-            self.stop_reason = reason
-            log.warning("%s", reason)
-        return reason is not None
 
     def _drain(self, broker: Broker) -> None:
         """Stop issuing; take back the tasks nobody started and wait (up to drain_seconds) for
@@ -261,13 +239,13 @@ class Coordinator:
         """
         deadline = time.monotonic() + self.settings.drain_seconds
         while time.monotonic() < deadline:
-            self._take_back_tasks(broker)
+            self.housekeeping.take_back_tasks(broker)
             if not self.core.tasks_in_flight and \
                     broker.queue_depth(self.topology.updates)[0] == 0 and \
                     self.receiver.quiet() and not (self.secure and self.secure.waiting()):
                 break
             self._pump(broker, 0.25)
-        self._take_back_tasks(broker)
+        self.housekeeping.take_back_tasks(broker)
         abandoned = self.core.abandon_in_flight()
         if abandoned:
             log.warning("%d tasks still in flight at the end; their updates will not count",
@@ -276,13 +254,6 @@ class Coordinator:
             self._version_made(None, "")
         self.commit.changed()
         self.commit.flush(broker)
-
-    def _take_back_tasks(self, broker: Broker) -> None:
-        """Remove the tasks still queued (they will not be trained) from the tasks in flight."""
-        while (delivery := broker.get(self.topology.tasks)) is not None:
-            self.core.take_back(self.codec.task_of(delivery.body))
-            broker.ack(delivery)
-            self.commit.changed()
 
     # ------------------------------------------------------------ messages
 
@@ -308,7 +279,7 @@ class Coordinator:
 
     def _top_up(self) -> None:
         """Issue the tasks the core asks for; the commit publishes them once checkpointed."""
-        if self._done() or not self.record.workers_ready:
+        if self.stop_rule.done() or not self.record.workers_ready:
             return
         tasks, flushed = self.core.top_up(self.settings.concurrency, self.settings.max_updates)
         if flushed:
@@ -326,7 +297,7 @@ class Coordinator:
         self.evaluator.save(self.core.weights, str(self.settings.out / "final_model.keras"))
         return results.write_all(self.settings, self.core, self.history, score, self.record, {
             "model": self.model_name, "stopped_early": self.stop.is_set(),
-            "stop_reason": self.stop_reason, "sealed": self.codec.identity is not None,
+            "stop_reason": self.stop_rule.reason, "sealed": self.codec.identity is not None,
             "epsilon": self.admission.epsilon(),
             "dp_delta": self.settings.dp_delta if self.admission.ledger else None,
             "dp_mode": self.settings.dp_mode if self.admission.ledger else None,

@@ -1,14 +1,20 @@
-"""Why a worker must not go on: its own privacy budget, or a model of another architecture.
+"""Why a worker must not go on: its own privacy budget, a model of another architecture, or an
+update that could never be sent under the body limit.
 
-Pure functions returning the reason (None: go on); the worker loop acts on them (worker/service.py).
+Pure functions returning the reason (None: go on), and one start-up check that raises
+ConfigError; the worker loop acts on them (worker/service.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from common import privacy
-from common.messages import GlobalModel, TrainTask
+import numpy as np
+
+from common import limits, privacy
+from common.codec import Codec
+from common.messages import GlobalModel, TrainTask, WeightUpdate, new_id
 
 
 def over_budget(task: TrainTask, releases: int, budget: float | None,
@@ -34,3 +40,16 @@ def wrong_model(model: GlobalModel, name: str, fingerprint: str,
             f"{model.fingerprint} (layer shapes {[w.shape for w in model.weights]}); this "
             f"worker's model {name!r} has {fingerprint} (layer shapes {list(shapes)}): start "
             f"the worker with the coordinator's --model and --dataset")
+
+
+def check_update_fits(weights: list[np.ndarray], model_name: str, worker_id: str, codec: Codec,
+                      recipients: dict[str, Any] | None, limit: int) -> None:
+    """Stop at start if an update of this model could never be sent under the limit (an update
+    is the whole model's weights), instead of training only to fail at every task."""
+    arrays = [np.asarray(w) for w in weights]
+    update = WeightUpdate(update_id=new_id(), worker_id=worker_id, task_id=new_id(),
+                          base_version=0, num_examples=0, train_seconds=0.0,
+                          weights=tuple(arrays), is_delta=False, metrics={})
+    parameters = sum(int(w.size) for w in arrays)
+    limits.check_fits(f"an update of the model {model_name!r} ({parameters} parameters)",
+                      codec.encode(update, recipients), limit)

@@ -8,10 +8,7 @@ acked (a worker that dies mid-task leaves the task to be redelivered to another 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +28,7 @@ from common.messages import GlobalModel, TrainTask, WeightUpdate, new_id
 from common.reconnect import run_with_reconnect
 from common.settings import WorkerSettings
 from common.topology import UPDATE_KEY, Topology
-from worker import refusals, training_data
+from worker import naming, refusals, training_data
 from worker.local_evaluation import LocalEvaluation
 from worker.model_source import ModelSource
 from worker.packing import DeltaPacker
@@ -41,16 +38,6 @@ from worker.task_hold import TaskHold
 from worker.trainer import Trainer
 
 log = logging.getLogger("fedmq.worker")
-
-
-def default_worker_id(hostname: str, pid: int) -> str:
-    """host-pid, unique among processes of one machine. A container's main process is pid 1 in
-    every replica, and replicas sharing the host's network (network_mode: host) share its name
-    too: there a random suffix tells the replicas apart (in the management UI's connections,
-    logs and history.csv)."""
-    if pid == 1:
-        return f"{hostname}-{secrets.token_hex(3)}"
-    return f"{hostname}-{pid}"
 
 
 class WorkerService:
@@ -68,7 +55,7 @@ class WorkerService:
             coordinator = load_public(settings.coordinator_key)
             self.trusted = {coordinator.name: coordinator.signing}
             self.recipients = {coordinator.name: coordinator.encryption}
-        self.worker_id = self._worker_id(settings)
+        self.worker_id = naming.worker_id(settings.worker_id, identity)
         self.sharer = None if identity is None or settings.helper_key is None else SecureSharer(
             identity, load_public(settings.helper_key), settings.job)
         self.connector = Connector(settings, f"fedmq-worker-{self.worker_id}")
@@ -81,7 +68,8 @@ class WorkerService:
         self.validation: tuple[np.ndarray, np.ndarray] | None = None  # --validation-fraction
         self.local_eval: LocalEvaluation | None = None
         self.fingerprint = models.fingerprint(self.model.get_weights())
-        self._check_update_fits()
+        refusals.check_update_fits(self.model.get_weights(), self.model_name, self.worker_id,
+                                   self.codec, self.recipients, settings.max_body_bytes)
         self.leasing = training_data.needs_lease(settings)
         self.shard: tuple[int | None, int] | None = None
         self.trainer: Trainer | None = None
@@ -100,18 +88,6 @@ class WorkerService:
         self.failure: str | None = None  # why this worker stopped on its own (exits non-zero)
         if settings.attack != "none":
             log.warning("ATTACK SIMULATION: this worker sends %s updates", settings.attack)
-
-    def _check_update_fits(self) -> None:
-        """Stop at start if an update of this model could never be sent under the limit (an
-        update is the whole model's weights), instead of training only to fail at every task."""
-        weights = [np.asarray(w) for w in self.model.get_weights()]
-        update = WeightUpdate(update_id=new_id(), worker_id=self.worker_id, task_id=new_id(),
-                              base_version=0, num_examples=0, train_seconds=0.0,
-                              weights=tuple(weights), is_delta=False, metrics={})
-        parameters = sum(int(w.size) for w in weights)
-        limits.check_fits(f"an update of the model {self.model_name!r} ({parameters} "
-                          f"parameters)", self.codec.encode(update, self.recipients),
-                          self.settings.max_body_bytes)
 
     def _fail(self, reason: str) -> None:
         """Stop for good (the worker exits non-zero with `reason`); logged once."""
@@ -159,15 +135,6 @@ class WorkerService:
                 self.codec, self.trusted, self.recipients, self.models, self.stop)
         if self.local_eval is not None:
             self.local_eval.subscribe(broker)
-
-    def _worker_id(self, settings: WorkerSettings) -> str:
-        """The configured id; a sealed worker is its identity's name (and must be configured so)."""
-        if self.codec.identity is None:
-            return settings.worker_id or default_worker_id(socket.gethostname(), os.getpid())
-        if settings.worker_id and settings.worker_id != self.codec.identity.name:
-            raise ConfigError(f"worker_id {settings.worker_id!r} differs from the identity's "
-                              f"name {self.codec.identity.name!r}")
-        return self.codec.identity.name
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.service import default_worker_id
+from worker.naming import default_worker_id
 
 
 def test_a_process_is_named_by_its_host_and_pid() -> None:
