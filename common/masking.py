@@ -73,5 +73,11 @@ def weighted_field_sum(vectors: Sequence[Sequence[np.ndarray]],
 
 def weighted_mask_sum(seeds: Sequence[bytes], weights: Sequence[int],
                       shapes: Sequence[tuple[int, ...]]) -> Arrays:
-    """The helper's answer: sum_i w_i * r_i mod 2^32, each r_i expanded from its seed."""
-    return weighted_field_sum([expand_mask(seed, shapes) for seed in seeds], weights)
+    """The helper's answer: sum_i w_i * r_i mod 2^32, each r_i expanded from its seed (one mask
+    in memory at a time, not the whole buffer's)."""
+    total = [np.zeros(shape, dtype=FIELD) for shape in shapes]
+    for seed, weight in zip(seeds, weights, strict=True):
+        w = FIELD(int(weight))
+        for acc, layer in zip(total, expand_mask(seed, shapes), strict=True):
+            acc += w * layer
+    return total

@@ -39,6 +39,7 @@ class FederatedLoop:
                                                                    record)
         self.history = history
         self.judges = judges
+        self.higher_is_better = higher_is_better
         self.rounds = FederatedEvaluation(higher_is_better)
 
     def consume(self, broker: Broker) -> None:
@@ -72,8 +73,10 @@ class FederatedLoop:
                                  summary.mean["loss"], worst, worker, summary.workers)
         self.progress.federated(summary.version, {f"federated_{metric}": summary.mean[metric],
                                                   f"worst_worker_{metric}": worst})
-        if self.judges:
-            self.record.scored(summary.mean[metric], self.settings.target_accuracy)
+        wanted = self.settings.target_metric  # judged on it only (never on the loss fallback)
+        if self.judges and wanted in summary.mean:
+            self.record.scored(summary.mean[wanted], self.settings.target_accuracy,
+                               higher_is_better=self.higher_is_better(wanted))
         self.outbox.event(broker, self.settings.job, "federated_evaluation",
                           version=summary.version, metric=metric,
                           value=round(summary.mean[metric], 6), worst=round(worst, 6),

@@ -48,10 +48,13 @@ class JobRecord:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def scored(self, accuracy: float, target: float | None, at: float | None = None) -> None:
-        """Note the time the target accuracy was first reached (`at`: the job-clock seconds
-        when the scored version was made; now if None)."""
-        if target is not None and self.time_to_target is None and accuracy >= target:
+    def scored(self, value: float, target: float | None, at: float | None = None,
+               higher_is_better: bool = True) -> None:
+        """Note the time the target was first reached (`at`: the job-clock seconds when the
+        scored version was made; now if None): a value at least the target, or at most it for
+        a metric where lower is better (a loss, an error)."""
+        reached = target is not None and (value >= target if higher_is_better else value <= target)
+        if reached and self.time_to_target is None:
             self.time_to_target = self.elapsed() if at is None else at
 
     def state(self) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class Receiver:
                                   on_refused=self._on_chunk_refused)
         self.journal = PoisonJournal(settings.out)
         self.last_update_at = 0.0
+        self.closed = False  # the job has ended: updates still arriving are refused
         self.longest_training = 0.0  # seconds, as reported by updates (capped at a minute)
 
     def quiet(self) -> bool:
@@ -119,6 +120,11 @@ class Receiver:
         is a duplicate; else signer and replay in sealed mode, task ownership, the worker's
         privacy budget), then the core's decision."""
         update = opened.message
+        if self.closed and update.update_id not in self.core.accepted_ids:
+            self._handle_outcome(broker, delivery, None, self.core.reject(
+                "job_finished", "the job had ended when it arrived", update.task_id,
+                update.update_id))
+            return
         try:
             self.admission.admit(opened, self.core.accepted_ids, self.core.claim)
         except RejectedUpdate as exc:

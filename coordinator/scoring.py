@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from common import learning_task
 from common.settings import CoordinatorSettings
 from coordinator.evaluation import Background, Evaluator, Score, Scored
 from coordinator.history import History
@@ -64,7 +65,8 @@ class Scoring:
         history.score(scored.version, scored.at, score.accuracy, score.loss)
         target = score.metrics.get(self.target_metric)
         if target is not None:
-            self.record.scored(target, self.target, scored.at)
+            self.record.scored(target, self.target, scored.at,
+                               learning_task.ordering(self.evaluator.task)(self.target_metric))
         applied, rejected = self.counts()
         shown = "  ".join(f"{name} {value:.4f}" for name, value in score.metrics.items())
         log.info("version %d  %s  applied %d  rejected %d  %.1fs", scored.version, shown,

@@ -29,6 +29,7 @@ from coordinator.core import CoordinatorCore
 from coordinator.strategies.secure_fedbuff import SealedBuffer, SecureFedBuff
 
 log = logging.getLogger("fedmq.coordinator")
+ANSWER_ENVELOPE = 64 * 1024  # generous: the answer's header, signature and sealing
 
 
 def unmask_request(sealed: SealedBuffer, job: str, coordinates: int) -> UnmaskRequest:
@@ -49,6 +50,13 @@ class SecureLink:
         self.strategy: SecureFedBuff = core.strategy
         self.version_made, self.timeout = version_made, settings.helper_timeout
         self.asked: dict[str, float] = {}  # buffer id -> when this process last asked
+        coordinates = sum(int(w.size) for w in core.weights)
+        if 4 * coordinates + ANSWER_ENVELOPE > settings.max_message_bytes:
+            raise ConfigError(
+                f"secure aggregation: the helper's mask sum for this model is one message of "
+                f"{4 * coordinates + ANSWER_ENVELOPE} bytes (4 per parameter), over "
+                f"--max-message-bytes {settings.max_message_bytes}: raise it (and the broker's "
+                f"max_message_size) or use a smaller model (mask sums are not sent in chunks)")
         self.checkpointed = settings.checkpoint
         self.durable: set[str] = set()  # sealed buffers a checkpoint on disk holds
 
@@ -104,6 +112,10 @@ class SecureLink:
             if answer.code == "below_k_min" and lost >= self.strategy.buffer_size:
                 raise ConfigError(f"the helper refuses full buffers ({answer.reason}): set "
                                   f"--buffer-size to at least the helper's --k-min")
+            if answer.code == "bad_weight":
+                raise ConfigError(f"the helper refuses this coordinator's weights "
+                                  f"({answer.reason}): set --secure-weight-resolution to at "
+                                  f"most the helper's --max-weight")
             if lost:
                 log.error("the helper refused buffer %s (%s: %s); its %d updates are lost",
                           answer.buffer_id[:8], answer.code, answer.reason, lost)

@@ -28,6 +28,7 @@ from coordinator import evaluation, results
 from coordinator.admission import Admission
 from coordinator.commit import Commit, Snapshot
 from coordinator.core import CoordinatorCore
+from coordinator.drain import Drain
 from coordinator.evaluation import Score
 from coordinator.federated_loop import FederatedLoop
 from coordinator.history import History
@@ -77,6 +78,8 @@ class Coordinator:
                                  self.commit, self.progress, self.record, self._version_made)
         self.secure = None if not settings.secure_aggregation else SecureLink(
             settings, self.topology, self.codec, self.core, self.commit, self._version_made)
+        self.drain = Drain(settings, self.topology, self.core, self.receiver, self.housekeeping,
+                           self.commit, self.secure, self._pump, self._version_made)
         self.lifecycle = Lifecycle(settings, {"job": settings.job, "strategy": settings.strategy,
                                               "model": self.model_name,
                                               "fingerprint": fingerprint})
@@ -156,7 +159,11 @@ class Coordinator:
                 return
             self.outbox.attach(broker)
             self.sessions += 1
-            if self.sessions > 1 and self.core.expire(0.0):  # published without confirms
+            # tasks go out without confirms: after a lost connection, issue those in flight
+            # again (not a synchronous round: its tasks wait for --task-deadline instead, as a
+            # second round at the same version would only be refused as stale)
+            if self.sessions > 1 and not self.core.strategy.synchronous and \
+                    self.core.expire(0.0):
                 log.warning("connection lost: tasks in flight issued again")
                 self.commit.changed()
             if not self.set_up:  # before declaring, so no worker attaches to old leases
@@ -183,10 +190,12 @@ class Coordinator:
             while not self.stop_rule.done() and not self.stop.is_set():
                 self._pump(broker, 0.25)
             if not self.stop.is_set():
-                self._drain(broker)
+                self.drain.run(broker)
                 if self.federated is not None:
                     self.federated.final(self.core.version, broker, max(1, len(self.core.workers)),
                                          lambda seconds: self._pump(broker, seconds))
+                    self.commit.changed()  # the late updates it refused while it waited
+                    self.commit.flush(broker)
                 self.outbox.event(broker, self.settings.job, "finished",
                                   version=self.core.version, applied=self.core.applied,
                                   rejected=self.core.rejected_total)
@@ -226,34 +235,6 @@ class Coordinator:
                 self.scoring.later(self.core.version, self.core.weights)
             else:
                 self._pump(broker, 0.25)
-
-    def _drain(self, broker: Broker) -> None:
-        """Stop issuing; take back the tasks nobody started and wait (up to drain_seconds) for
-        the updates of tasks in hand and for the updates queue to empty, so the job ends with
-        its queues empty.
-
-        A task can be in a worker's hands without being in flight: one redelivered because its
-        first worker died after sending the update but before acking the task. So once nothing
-        is in flight the drain still waits for a quiet spell as long as the longest training
-        seen (plus a second) before it ends.
-        """
-        deadline = time.monotonic() + self.settings.drain_seconds
-        while time.monotonic() < deadline:
-            self.housekeeping.take_back_tasks(broker)
-            if not self.core.tasks_in_flight and \
-                    broker.queue_depth(self.topology.updates)[0] == 0 and \
-                    self.receiver.quiet() and not (self.secure and self.secure.waiting()):
-                break
-            self._pump(broker, 0.25)
-        self.housekeeping.take_back_tasks(broker)
-        abandoned = self.core.abandon_in_flight()
-        if abandoned:
-            log.warning("%d tasks still in flight at the end; their updates will not count",
-                        abandoned)
-        if self.core.flush():
-            self._version_made(None, "")
-        self.commit.changed()
-        self.commit.flush(broker)
 
     # ------------------------------------------------------------ messages
 

@@ -62,8 +62,11 @@ class HelperService:
     def _session(self) -> None:
         broker = connect(self.settings, "fedmq-helper")
         try:
-            for queue in self.topology.helper_queues():
-                broker.declare_queue(queue)
+            # the coordinator owns the topology (with its queue settings: replicas, expiry); a
+            # helper that declared them with its own defaults would be refused by a mismatch
+            queues = [queue.name for queue in self.topology.helper_queues()]
+            if not broker.await_declared(self.stop, queues):
+                return
             broker.consume(self.topology.helper_requests, lambda d: self._on_request(broker, d),
                            prefetch=1)
             while not self.stop.is_set():

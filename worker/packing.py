@@ -46,6 +46,11 @@ class DeltaPacker:
         return {"weights": sent.values, "scales": sent.scales, "indices": sent.indices,
                 "compression": spec.method, "is_delta": True}
 
+    def forget(self) -> None:
+        """The update packed last may or may not have reached the broker (its confirm was lost
+        with the connection): drop the residual rather than risk sending its entries twice."""
+        self.stream = self.residual = self.pending = None
+
     def sent(self) -> None:
         """The update packed last is confirmed: its residual is the one carried forward."""
         if self.pending is not None:

@@ -145,8 +145,11 @@ class WorkerService:
             raise ConfigError(self.failure)
 
     def _session(self) -> None:
-        if self.training is not None:  # a task from a lost connection: let it end first
-            self.training.join()
+        # A task from a lost connection: let it end first (on SIGTERM stop waiting: the broker
+        # gives the unacked task out again).
+        while self.training is not None and self.training.is_alive() and not self.stop.is_set():
+            self.training.join(0.5)
+        if self.training is not None:
             # Its hand-back may have been scheduled on the dead connection and never run: the
             # task was never acked, so the broker gives it out again. Not clearing this left a
             # worker refusing every task after a broker restart, until each hit its delivery
@@ -285,12 +288,16 @@ class WorkerService:
         """I/O thread: publish the update (in chunks if it is larger than --chunk-bytes), wait
         for the confirm of each, then ack the task."""
         self.training = None
-        if len(body) <= self.settings.chunk_size:
-            broker.publish(self.topology.inbox, UPDATE_KEY, body)
-        else:
-            for header, part in chunks.split(body, self.settings.chunk_size):
-                broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
-                               headers=header.fields())
+        try:
+            if len(body) <= self.settings.chunk_size:
+                broker.publish(self.topology.inbox, UPDATE_KEY, body)
+            else:
+                for header, part in chunks.split(body, self.settings.chunk_size):
+                    broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
+                                   headers=header.fields())
+        except BrokerUnavailable:
+            self.packer.forget()
+            raise
         self.releases += 1
         self.packer.sent()
         if self.held.settle(delivery):

@@ -169,6 +169,21 @@ def test_the_worker_carries_the_residual_forward_only_once_an_update_is_sent() -
                                                     strict=True))
 
 
+def test_a_lost_confirm_drops_the_residual_rather_than_send_its_entries_twice() -> None:
+    # Given a worker holding a residual from a sent top-k update
+    packer, shaped = DeltaPacker(), Shaped(tuple(delta(2)), is_delta=True)
+    first = packer.pack(task(), shaped)
+    packer.sent()
+    packer.pack(task(), shaped)
+    # When the next update's publish fails with the connection (it may have reached the broker)
+    packer.forget()
+    # Then nothing carries over: the next update starts from no residual, like the first
+    after = packer.pack(task(), shaped)
+    assert packer.residual is None
+    assert all(np.array_equal(a, b) for a, b in zip(first["indices"], after["indices"],
+                                                    strict=True))
+
+
 def test_the_worker_sends_uncompressed_weights_and_full_weights_as_they_are() -> None:
     packer, shaped = DeltaPacker(), Shaped(tuple(delta()), is_delta=True)
     assert packer.pack(task("none"), shaped) == {"weights": shaped.weights, "is_delta": True}

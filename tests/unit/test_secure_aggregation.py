@@ -239,3 +239,36 @@ def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
     # Then the coordinator stops with what to change, instead of training for refusals forever
     with pytest.raises(ConfigError, match="--buffer-size to at least the helper's --k-min"):
         link.apply(refusal)
+
+
+def test_a_helper_refusing_the_weights_stops_the_coordinator_with_one_message(
+        parties: Parties) -> None:
+    # Given a full sealed buffer the helper refuses for its weights (its --max-weight below the
+    # coordinator's --secure-weight-resolution: every buffer would be refused the same way)
+    rng = np.random.default_rng(6)
+    for w in WORKERS[:3]:
+        send(parties, w, [rng.normal(0, 0.05, s) for s in SHAPES], rng)
+    strategy = parties.core.strategy
+    assert isinstance(strategy, SecureFedBuff)
+    link = SecureLink(parties.settings, Topology("j", secure=True), parties.coordinator_codec,
+                      parties.core, Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
+                      lambda *_: None)
+    refusal = UnmaskAnswer(strategy.sealed[0].buffer_id, False, "bad_weight",
+                           "weight 16 outside [1, 8]")
+    # Then the coordinator stops with what to change, instead of losing every buffer
+    with pytest.raises(ConfigError, match="--secure-weight-resolution to at most"):
+        link.apply(refusal)
+
+
+def test_a_model_whose_mask_sum_cannot_be_one_message_is_refused_at_start(
+        parties: Parties) -> None:
+    # Given a message limit below the helper's answer for this model (4 bytes per parameter;
+    # mask sums are not sent in chunks: the helper would be refused by the broker for ever)
+    settings = parties.settings.model_copy(update={"max_message_bytes": 64 * 1024})
+    big = CoordinatorCore.for_job(settings, [np.zeros(20_000, np.float32)],
+                                  make_strategy(settings))
+    # Then the coordinator stops at start with one message instead of hanging
+    with pytest.raises(ConfigError, match="mask sum for this model is one message"):
+        SecureLink(settings, Topology("j", secure=True), parties.coordinator_codec, big,
+                   Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
+                   lambda *_: None)
