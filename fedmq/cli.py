@@ -28,7 +28,7 @@ def main() -> None:
     """fedmq: asynchronous federated learning over RabbitMQ.
 
     Workers keep their data and send only weight updates; the coordinator folds each update into
-    the global model with a staleness-aware weight and broadcasts every new version.
+    the global model with a staleness-aware weight and announces every new version.
     """
 
 
