@@ -26,24 +26,8 @@ from common.settings import CoordinatorSettings, TrainingSettings
 from coordinator.checkpoint import pack_strings, unpack_strings
 from coordinator.norm_guard import NormGuard, reference_norm, update_norm
 from coordinator.strategies import Contribution, Strategy
+from coordinator.task_options import task_options
 from coordinator.validation import check_update, expand_update
-
-
-def task_options(settings: CoordinatorSettings) -> dict[str, Any]:
-    """TrainTask fields beyond the training settings: how deltas are compressed, FedProx's mu,
-    secure aggregation's clip and scale, and local differential privacy (none with central DP:
-    workers send their deltas as they are, and the coordinator noises them)."""
-    spec = settings.compression_spec()
-    extra: dict[str, Any] = {"proximal_mu": settings.proximal_mu} if settings.proximal_mu else {}
-    if spec.lossy:
-        extra.update(compression=spec.method, topk_fraction=spec.topk_fraction)
-    if settings.secure_aggregation:  # coordinator/secure_link.py
-        extra.update(secure_clip=settings.secure_clip, secure_scale=quantise.max_scale(
-            settings.secure_clip, settings.buffer_size * settings.secure_weight_resolution))
-    if settings.dp_mode == "central":
-        return {"dp_clip_norm": 0.0, "dp_noise_multiplier": 0.0, **extra}
-    return {"dp_clip_norm": settings.dp_clip_norm,
-            "dp_noise_multiplier": settings.dp_noise_multiplier, **extra}
 
 
 @dataclass(frozen=True)
@@ -78,6 +62,7 @@ class CoordinatorCore:
     task_options: dict[str, Any] = field(default_factory=dict)  # extra TrainTask fields
     rejected_ids: dict[str, str] = field(default_factory=dict)  # decodable update id -> code
     expired: int = 0  # tasks given up on after the task deadline (and issued again)
+    reissued: int = 0  # tasks in flight issued again after a lost connection
     bind_tasks: bool = True  # a task belongs to the first update accepted for it
     task_owner: dict[str, str] = field(default_factory=dict)  # task id -> worker (bind_tasks)
     norm_guard: NormGuard | None = None  # the norm bound (norm_guard.py); None: no bound
@@ -258,6 +243,15 @@ class CoordinatorCore:
         self.expired += len(late)
         return late
 
+    def reissue_in_flight(self) -> int:
+        """After a lost connection: tasks go out without confirms, so any in flight may be lost;
+        stop waiting for them (they stay issued: a late update still counts) and count them
+        apart from tasks that missed their deadline. Returns how many."""
+        count = len(self.in_flight)
+        self.in_flight.clear()
+        self.reissued += count
+        return count
+
     def state(self) -> dict[str, Any]:
         """Everything needed to go on after a restart (see coordinator/checkpoint.py)."""
         return {"weights": list(self.weights), "version": self.version, "applied": self.applied,
@@ -269,6 +263,7 @@ class CoordinatorCore:
                 "rejected_codes": pack_strings(list(self.rejected_ids.values())),
                 "duplicates": self.duplicates, "workers": sorted(self.workers),
                 "staleness_seen": list(self.staleness_seen), "expired": self.expired,
+                "reissued": self.reissued,
                 "task_owner": dict(self.task_owner), "strategy": self.strategy.state(),
                 **({} if self.norm_guard is None else {"norm_guard": self.norm_guard.state()})}
 
@@ -288,6 +283,7 @@ class CoordinatorCore:
         self.workers = set(state["workers"])
         self.staleness_seen = [int(t) for t in state["staleness_seen"]]
         self.expired = int(state["expired"])
+        self.reissued = int(state.get("reissued", 0))  # absent from older checkpoints
         self.task_owner = {str(k): str(v) for k, v in state.get("task_owner", {}).items()}
         self.strategy.load_state(state["strategy"])
         if self.norm_guard is not None and "norm_guard" in state:  # older checkpoints: none

@@ -103,6 +103,7 @@ def write_all(settings: CoordinatorSettings, core: CoordinatorCore, history: His
         "mean_staleness": float(np.mean(staleness)) if staleness else 0.0,
         "max_staleness_seen": max(staleness, default=0),
         "withheld_buffers": core.withheld_buffers, "expired_tasks": core.expired,
+        "reissued_tasks": core.reissued,
         "checkpoint": settings.checkpoint, "wall_seconds": round(record.elapsed(), 3),
         "time_to_target_s": record.time_to_target, "bytes_received": record.bytes_received,
         "bytes_per_update": record.bytes_received / max(1, len(core.accepted_ids)

@@ -163,7 +163,7 @@ class Coordinator:
             # again (not a synchronous round: its tasks wait for --task-deadline instead, as a
             # second round at the same version would only be refused as stale)
             if self.sessions > 1 and not self.core.strategy.synchronous and \
-                    self.core.expire(0.0):
+                    self.core.reissue_in_flight():
                 log.warning("connection lost: tasks in flight issued again")
                 self.commit.changed()
             if not self.set_up:  # before declaring, so no worker attaches to old leases

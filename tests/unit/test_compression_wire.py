@@ -19,8 +19,9 @@ from common.errors import DecodeError, RejectedUpdate
 from common.identity import Identity
 from common.messages import WeightUpdate, new_id
 from common.settings import CoordinatorSettings, TrainingSettings
-from coordinator.core import CoordinatorCore, task_options
+from coordinator.core import CoordinatorCore
 from coordinator.strategies import FedBuff
+from coordinator.task_options import task_options
 from coordinator.validation import expand_update
 
 SHAPES = [(64, 64), (64,), (64, 10), (10,)]  # the digits MLP: 4,810 parameters

@@ -63,7 +63,7 @@ def test_central_dp_is_refused_where_its_accounting_would_not_hold(
 
 
 def test_with_central_dp_tasks_ask_workers_for_no_noise_of_their_own() -> None:
-    from coordinator.core import task_options
+    from coordinator.task_options import task_options
 
     local = CoordinatorSettings(strategy="fedbuff", dp_clip_norm=1.0, dp_noise_multiplier=2.0)
     assert task_options(local) == {"dp_clip_norm": 1.0, "dp_noise_multiplier": 2.0}
