@@ -12,6 +12,7 @@ queue's old delivery limit of 10 the broker dead-lettered the whole pile at the 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ SHAPE: dict[str, Any] = {"dataset": "digits", "seed": 5, "num_shards": 3, "parti
 JOB: dict[str, Any] = {**SHAPE, "strategy": "fedasync", "max_updates": 40, "concurrency": 10,
                        "drain_seconds": 60, "task_deadline": 30}
 DEATHS = 12
+SETTLED_SECONDS = 8  # over the management API's 5 s sampling and a task's training
 PREFETCH = 16  # the coordinator's prefetch of updates: a pile this size is in hand at once
 
 
@@ -47,10 +49,20 @@ def test_12_coordinator_deaths_in_a_row_lose_and_dead_letter_no_update(
     assert procs.wait(first, 30) == -signal.SIGKILL
     # and the workers train every task it had published: valid, confirmed updates pile up in the
     # updates queue with nobody to consume them
+    # (the management API's counts are sampled every few seconds and can show an empty tasks
+    # queue while workers still train: the pile must also hold still, counted exactly over AMQP,
+    # for longer than a sampling interval and a task's training)
+    seen = {"depth": -1.0, "since": time.monotonic()}
+
     def trained() -> bool:
         tasks = management.queue(topology.tasks) or {}
-        return tasks.get("messages", 1) == 0 and tasks.get("messages_unacknowledged", 1) == 0
-    wait_for(trained, 120, "every queued task trained", every=1.0)
+        idle = tasks.get("messages", 1) == 0 and tasks.get("messages_unacknowledged", 1) == 0
+        depth = ready(amqp_url, topology.updates)
+        if depth != seen["depth"]:
+            seen.update(depth=depth, since=time.monotonic())
+        return idle and time.monotonic() - seen["since"] > SETTLED_SECONDS
+
+    wait_for(trained, 180, "every queued task trained", every=1.0)
     pile = ready(amqp_url, topology.updates)
     assert 3 <= pile < PREFETCH, pile
 
