@@ -19,11 +19,13 @@ from tests.integration.support import Processes, read_summary
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 TIMEOUT_S = 20
 SHAPE: dict[str, Any] = {"dataset": "digits", "seed": 4, "num_shards": 3, "partition": "iid"}
-# (max_staleness high: the long task's update is hundreds of versions old and must be applied)
+# (max_staleness high and no norm bound: the long task's update is hundreds of versions old and
+# must be applied; its distance from the fresh updates' median norm can pass the default bound's
+# 20x, a documented limit of that bound for stale FedAsync updates, seen once in CI: 2.617 > 2.429)
 JOB: dict[str, Any] = {**SHAPE, "strategy": "fedasync", "max_updates": 100000,
                        "max_seconds": 7 * TIMEOUT_S, "concurrency": 3, "drain_seconds": 120,
                        "task_deadline": 6 * TIMEOUT_S, "wait_for_workers": 3,
-                       "max_staleness": 100000}
+                       "max_staleness": 100000, "max_update_norm_factor": 0}
 CLOSED = ("broker unavailable", "PRECONDITION_FAILED", "timed out", "lease revoked")
 
 
