@@ -145,16 +145,13 @@ class WorkerService:
             raise ConfigError(self.failure)
 
     def _session(self) -> None:
-        # A task from a lost connection: let it end first (on SIGTERM stop waiting: the broker
-        # gives the unacked task out again).
+        # A task from a lost connection: let it end first (not past SIGTERM). Its hand-back may
+        # have been scheduled on the dead connection and never run; unacked, the broker gives it
+        # out again. Not clearing `training` left a worker refusing every task after a broker
+        # restart, until each hit its delivery limit (found by the broker-restart chaos test).
         while self.training is not None and self.training.is_alive() and not self.stop.is_set():
             self.training.join(0.5)
-        if self.training is not None:
-            # Its hand-back may have been scheduled on the dead connection and never run: the
-            # task was never acked, so the broker gives it out again. Not clearing this left a
-            # worker refusing every task after a broker restart, until each hit its delivery
-            # limit (found by the broker-restart chaos test).
-            self.training = None
+        self.training = None
         self.held.forget()
         broker = self.connector.connect()
         try:

@@ -223,41 +223,44 @@ def test_a_worker_without_a_helper_key_refuses_a_secure_task() -> None:
                         "update 5 ...") == "privacy budget: update 5 ..."
 
 
-def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
-        parties: Parties) -> None:
-    # Given a full sealed buffer the helper refuses as below its K_min (K_min above K)
-    rng = np.random.default_rng(5)
+def link_to(parties: Parties, core: CoordinatorCore | None = None,
+            settings: CoordinatorSettings | None = None) -> SecureLink:
+    """The coordinator's side of the helper conversation, without a checkpoint."""
+    return SecureLink(settings or parties.settings, Topology("j", secure=True),
+                      parties.coordinator_codec, core or parties.core,
+                      Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
+                      lambda *_: None)
+
+
+def sealed_buffer(parties: Parties, seed: int) -> str:
+    """Three workers fill a buffer, which is sealed; its id."""
+    rng = np.random.default_rng(seed)
     for w in WORKERS[:3]:
         send(parties, w, [rng.normal(0, 0.05, s) for s in SHAPES], rng)
     strategy = parties.core.strategy
     assert isinstance(strategy, SecureFedBuff)
-    link = SecureLink(parties.settings, Topology("j", secure=True), parties.coordinator_codec,
-                      parties.core, Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
-                      lambda *_: None)
-    refusal = UnmaskAnswer(strategy.sealed[0].buffer_id, False, "below_k_min",
+    return strategy.sealed[0].buffer_id
+
+
+def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
+        parties: Parties) -> None:
+    # Given a full sealed buffer the helper refuses as below its K_min (K_min above K)
+    refusal = UnmaskAnswer(sealed_buffer(parties, 5), False, "below_k_min",
                            "3 updates, fewer than K_min 5")
     # Then the coordinator stops with what to change, instead of training for refusals forever
     with pytest.raises(ConfigError, match="--buffer-size to at least the helper's --k-min"):
-        link.apply(refusal)
+        link_to(parties).apply(refusal)
 
 
 def test_a_helper_refusing_the_weights_stops_the_coordinator_with_one_message(
         parties: Parties) -> None:
     # Given a full sealed buffer the helper refuses for its weights (its --max-weight below the
     # coordinator's --secure-weight-resolution: every buffer would be refused the same way)
-    rng = np.random.default_rng(6)
-    for w in WORKERS[:3]:
-        send(parties, w, [rng.normal(0, 0.05, s) for s in SHAPES], rng)
-    strategy = parties.core.strategy
-    assert isinstance(strategy, SecureFedBuff)
-    link = SecureLink(parties.settings, Topology("j", secure=True), parties.coordinator_codec,
-                      parties.core, Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
-                      lambda *_: None)
-    refusal = UnmaskAnswer(strategy.sealed[0].buffer_id, False, "bad_weight",
+    refusal = UnmaskAnswer(sealed_buffer(parties, 6), False, "bad_weight",
                            "weight 16 outside [1, 8]")
     # Then the coordinator stops with what to change, instead of losing every buffer
     with pytest.raises(ConfigError, match="--secure-weight-resolution to at most"):
-        link.apply(refusal)
+        link_to(parties).apply(refusal)
 
 
 def test_a_model_whose_mask_sum_cannot_be_one_message_is_refused_at_start(
@@ -269,6 +272,4 @@ def test_a_model_whose_mask_sum_cannot_be_one_message_is_refused_at_start(
                                   make_strategy(settings))
     # Then the coordinator stops at start with one message instead of hanging
     with pytest.raises(ConfigError, match="mask sum for this model is one message"):
-        SecureLink(settings, Topology("j", secure=True), parties.coordinator_codec, big,
-                   Commit(None, lambda *_: None, lambda *_: None, lambda: (0, [])),
-                   lambda *_: None)
+        link_to(parties, big, settings)
