@@ -105,8 +105,9 @@ class CoordinatorCore:
         """The tasks to issue now, to keep `concurrency` in flight but never more than the
         updates still wanted; and whether the job's last, partial buffer or round was just
         folded in (nothing more is wanted or in flight). A synchronous strategy gets its next
-        round only once the last one has fully arrived."""
-        if self.strategy.synchronous and self.in_flight:
+        round only once the last one has fully arrived; none is issued while the strategy is
+        stepping (a task issued then would train on the version about to be replaced)."""
+        if (self.strategy.synchronous and self.in_flight) or self.strategy.stepping:
             return [], False
         wanted = max_updates - self.applied - self.strategy.buffered
         if wanted <= 0 and not self.in_flight and self.flush():

@@ -42,7 +42,9 @@ class Strategy(Protocol):
     version and broadcasts), or None when the update was only buffered. `buffered` counts updates
     held but not yet in the model; `withheld` counts buffers a strategy refused to apply (central
     DP's budget); `wants_delta` asks workers for trained - base instead of the trained weights;
-    `synchronous` strategies get a new round of tasks only after the last one.
+    `synchronous` strategies get a new round of tasks only after the last one; while `stepping`,
+    a step is under way outside `submit` (secure aggregation: a full buffer waits for the
+    helper), and no task is issued: it would train on the version that step is about to replace.
     """
 
     name: str
@@ -54,6 +56,9 @@ class Strategy(Protocol):
 
     @property
     def withheld(self) -> int: ...
+
+    @property
+    def stepping(self) -> bool: ...
 
     def submit(self, current: Arrays, update: Contribution) -> Arrays | None: ...
 

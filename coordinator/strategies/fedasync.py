@@ -45,6 +45,7 @@ class FedAsync:
     name: str = "fedasync"
     wants_delta: bool = False
     synchronous: bool = False
+    stepping: bool = False  # (a step outside submit: base.py)
     buffered: int = 0  # nothing is ever held back
     withheld: int = 0
 

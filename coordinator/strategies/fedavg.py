@@ -23,6 +23,7 @@ class FedAvg:
     name: str = "fedavg"
     wants_delta: bool = False
     synchronous: bool = True
+    stepping: bool = False  # (a step outside submit: base.py)
     withheld: int = 0
     models: list[Arrays] = field(default_factory=list)
     examples: list[int] = field(default_factory=list)

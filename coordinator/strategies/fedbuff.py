@@ -36,6 +36,7 @@ class FedBuff:
     name: str = "fedbuff"
     wants_delta: bool = True
     synchronous: bool = False
+    stepping: bool = False  # (a step outside submit: base.py)
     deltas: list[Arrays] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     velocity: Arrays | None = None

@@ -77,6 +77,11 @@ class SecureFedBuff:
         return quantise.max_scale(self.clip, self.buffer_size * self.resolution)
 
     @property
+    def stepping(self) -> bool:
+        """A sealed buffer waits for the helper: the model is about to change."""
+        return bool(self.sealed)
+
+    @property
     def buffered(self) -> int:
         return len(self.members) + sum(len(b.members) for b in self.sealed)
 

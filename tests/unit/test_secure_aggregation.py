@@ -273,3 +273,23 @@ def test_a_model_whose_mask_sum_cannot_be_one_message_is_refused_at_start(
     # Then the coordinator stops at start with one message instead of hanging
     with pytest.raises(ConfigError, match="mask sum for this model is one message"):
         link_to(parties, big, settings)
+
+
+def test_no_task_is_issued_while_a_buffer_waits_for_the_helper(parties: Parties) -> None:
+    # Given a full buffer sealed (tasks in flight: none; more updates still wanted), the model
+    # at version 0 until the helper answers
+    buffer_id = sealed_buffer(parties, 5)
+    core = parties.core
+    assert core.version == 0 and not core.in_flight
+    # When the coordinator tops up its tasks while the helper has not answered
+    tasks, _ = core.top_up(concurrency=3, max_updates=6)
+    # Then it issues none: a task issued now would train on version 0, which the step is about
+    # to replace (one version of staleness more than plain FedBuff's, every buffer: measured
+    # 10 to 24 points of accuracy lost on digits, docs/benchmarks.md)
+    assert tasks == []
+    # And once the answer is applied, the tasks go out at the new version
+    link_to(parties).apply(parties.ask(unmask_request(
+        parties.core.strategy.sealed[0], "j", 15)))  # type: ignore[attr-defined]
+    assert core.version == 1 and buffer_id
+    tasks, _ = core.top_up(concurrency=3, max_updates=6)
+    assert len(tasks) == 3 and all(t.min_version == 1 for t in tasks)
