@@ -54,11 +54,11 @@ def test_fedavg_waits_for_the_straggler_every_round(procs: Processes, topology: 
 
 
 def test_time_to_accuracy_benchmark_writes_results_and_plot(tmp_path: Path) -> None:
-    # When a small version of the benchmark runs (3 workers, 1 straggler, 8 s per strategy)
+    # When a small version of the benchmark runs (3 workers, 1 straggler, 5 s per strategy)
     out = tmp_path / "bench"
     result = subprocess.run(
         [sys.executable, "-m", "fedmq", "bench", "time-to-accuracy", "--out", str(out),
-         "--workers", "3", "--slow-workers", "1", "--seconds", "8", "--target", "0.8",
+         "--workers", "3", "--slow-workers", "1", "--seconds", "5", "--target", "0.8",
          "--amqp-url", AMQP_URL], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     # Then results.json has every strategy and the central reference, and the plot exists
