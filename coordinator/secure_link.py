@@ -75,7 +75,7 @@ class SecureLink:
                        prefetch=4)
 
     def waiting(self) -> bool:
-        return bool(self.strategy.sealed)
+        return self.strategy.stepping
 
     def ask(self, broker: Broker) -> None:
         """Ask for each sealed buffer not asked (or not answered within the timeout) that a

@@ -73,6 +73,7 @@ class Audit:
     versions: list[int]
     summary: dict[str, Any]
     state: dict[str, Any]
+    answered_tasks: set[str]  # the tasks an applied update answered
 
 
 def audit(out: Path, sent: dict[str, WeightUpdate], settings: dict[str, Any]) -> Audit:
@@ -105,7 +106,7 @@ def audit(out: Path, sent: dict[str, WeightUpdate], settings: dict[str, Any]) ->
     for mine, theirs in zip(replay_weights, final, strict=True):
         assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes(), \
             "the final model is not what the applied updates produce"
-    return Audit(applied, versions, summary, state)
+    return Audit(applied, versions, summary, state, {sent[u].task_id for u in applied})
 
 
 def replay(applied: list[str], at_versions: list[int], sent: dict[str, WeightUpdate],

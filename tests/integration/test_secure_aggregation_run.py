@@ -131,8 +131,9 @@ def test_the_helper_and_the_coordinator_killed_mid_job(procs: Processes, broker:
         # And both are restarted: the coordinator asks again for the buffers it sealed
         coordinator = procs.start("coordinator", name="c1", out=out, **coordinator_keys(keys),
                                   **COORDINATOR)
+        # (buffer 2 asked at the restart, then again after --helper-timeout: about 10 s)
         wait_for(lambda: coordinator.log().count("asked the helper") >= 2, 300,
-                 "buffers 2 and 3 asked for again")
+                 "buffer 2 asked for again, twice")
         procs.start("helper", name="helper-2", **helper_settings(keys, state))
         # Then the job ends with every update applied once and a clean audit
         finished_and_audited(procs, coordinator, topology, keys, out, state)
