@@ -242,24 +242,20 @@ def sealed_buffer(parties: Parties, seed: int) -> str:
     return strategy.sealed[0].buffer_id
 
 
-def test_a_helper_refusing_full_buffers_stops_the_coordinator_with_one_message(
-        parties: Parties) -> None:
-    # Given a full sealed buffer the helper refuses as below its K_min (K_min above K)
-    refusal = UnmaskAnswer(sealed_buffer(parties, 5), False, "below_k_min",
-                           "3 updates, fewer than K_min 5")
-    # Then the coordinator stops with what to change, instead of training for refusals forever
-    with pytest.raises(ConfigError, match="--buffer-size to at least the helper's --k-min"):
-        link_to(parties).apply(refusal)
-
-
-def test_a_helper_refusing_the_weights_stops_the_coordinator_with_one_message(
-        parties: Parties) -> None:
-    # Given a full sealed buffer the helper refuses for its weights (its --max-weight below the
-    # coordinator's --secure-weight-resolution: every buffer would be refused the same way)
-    refusal = UnmaskAnswer(sealed_buffer(parties, 6), False, "bad_weight",
-                           "weight 16 outside [1, 8]")
-    # Then the coordinator stops with what to change, instead of losing every buffer
-    with pytest.raises(ConfigError, match="--secure-weight-resolution to at most"):
+@pytest.mark.parametrize(("code", "reason", "says"), [
+    # a full buffer refused as below the helper's K_min (K_min above K)
+    ("below_k_min", "3 updates, fewer than K_min 5",
+     "--buffer-size to at least the helper's --k-min"),
+    # a full buffer refused for its weights (the helper's --max-weight below the coordinator's
+    # --secure-weight-resolution: every buffer would be refused the same way)
+    ("bad_weight", "weight 16 outside [1, 8]", "--secure-weight-resolution to at most"),
+])
+def test_a_helper_refusing_every_full_buffer_stops_the_coordinator_with_one_message(
+        parties: Parties, code: str, reason: str, says: str) -> None:
+    # Given a full sealed buffer the helper refuses in a way it would refuse every buffer
+    refusal = UnmaskAnswer(sealed_buffer(parties, 5), False, code, reason)
+    # Then the coordinator stops with what to change, instead of losing every buffer for ever
+    with pytest.raises(ConfigError, match=says):
         link_to(parties).apply(refusal)
 
 
