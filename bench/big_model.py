@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from bench import scale_model
+from bench import command, scale_model
 from bench.scale import wait_rusage
 from fedmq.local_broker import LocalNode
 
@@ -124,9 +124,8 @@ def _read(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
-@click.command("big-model", context_settings={"help_option_names": ["-h", "--help"],
-                                              "max_content_width": 100})
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+@click.command("big-model", context_settings=command.CONTEXT)
+@command.out_option
 @click.option("--size", default="1gb", show_default=True,
               type=click.Choice(sorted(scale_model.HIDDEN)), help="Model (bench/scale_model.py).")
 @click.option("--workers", default=2, show_default=True, help="Simulated workers.")

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
+from bench import command
 from common import wire
 from common.messages import WeightUpdate, new_id
 
@@ -59,7 +60,7 @@ def measure(megabytes: float = 40.0, repeats: int = 9) -> dict[str, float]:
             "encode_vs_np_copy": np_copy / encode, "decode_vs_np_copy": np_copy / decode}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=command.CONTEXT)
 @click.option("--megabytes", default=40.0, show_default=True)
 @click.option("--repeats", default=9, show_default=True)
 def main(megabytes: float, repeats: int) -> None:

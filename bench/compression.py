@@ -17,14 +17,15 @@ import logging
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from coordinator.results import plot_curves, read_curve
-from fedmq.launcher import run_local
+from bench import command
+from bench.local_runs import config_json, run_each
+from coordinator.results import plot_curves
 from fedmq.options import setup_logging
 from fedmq.settings import RunSettings
 
@@ -43,7 +44,7 @@ class BenchConfig:
     buffer_size: int = 4
     seed: int = 0
     modes: str = ",".join(MODES)
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    amqp_url: str = command.LOCAL_BROKER
 
 
 def mode_settings(config: BenchConfig, mode: str) -> RunSettings:
@@ -61,22 +62,15 @@ def mode_settings(config: BenchConfig, mode: str) -> RunSettings:
 def run(config: BenchConfig) -> dict[str, Any]:
     """Every mode in turn; results.json and the accuracy plot in config.out."""
     config.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for mode in config.modes.split(","):
-        log.warning("running FedBuff with %s for %.0fs, %d workers", mode, config.seconds,
-                    config.workers)
-        summary = run_local(mode_settings(config, mode))
-        curves[mode] = read_curve(config.out / mode / "history.csv")
-        results[mode] = {key: summary[key] for key in (
-            "final_accuracy", "time_to_target_s", "bytes_per_update", "updates_applied",
-            "updates_rejected", "versions", "wall_seconds")}
+    results, curves = run_each(
+        {mode: mode_settings(config, mode) for mode in config.modes.split(",")},
+        ("final_accuracy", "time_to_target_s", "bytes_per_update", "updates_applied",
+         "updates_rejected", "versions", "wall_seconds"))
     plain = results.get("none", {}).get("bytes_per_update")
     for row in results.values():
         row["smaller_by"] = plain / row["bytes_per_update"] if plain else None
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": " ".join(sys.argv), "config": {
-                  k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+              "command": " ".join(sys.argv), "config": config_json(config),
               "results": results}
     (config.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_curves(config.out / "accuracy_vs_time.png", curves, config.target,
@@ -98,8 +92,8 @@ def describe(report: dict[str, Any]) -> str:
 
 
 @click.command("compression",
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+               context_settings=command.CONTEXT)
+@command.out_option
 @click.option("--workers", default=4, show_default=True, help="Workers per mode.")
 @click.option("--seconds", default=60.0, show_default=True,
               help="Wall-clock budget of each mode (from the moment all workers are ready).")
@@ -108,8 +102,7 @@ def describe(report: dict[str, Any]) -> str:
 @click.option("--seed", default=0, show_default=True, help="Data, partition and model seed.")
 @click.option("--modes", default=",".join(MODES), show_default=True,
               help=f"Comma-separated modes among {', '.join(MODES)}.")
-@click.option("--amqp-url", envvar="FEDMQ_AMQP_URL",
-              default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
+@command.amqp_url_option
 def main(**options: Any) -> None:
     """FedBuff on digits: accuracy, time to target and bytes per update of each compression."""
     unknown = set(options["modes"].split(",")) - set(MODES)
@@ -118,8 +111,7 @@ def main(**options: Any) -> None:
     setup_logging("WARNING")
     report = run(BenchConfig(**options))
     click.echo(describe(report))
-    click.echo(f"results: {options['out'] / 'results.json'}, "
-               f"plot: {options['out'] / 'accuracy_vs_time.png'}")
+    command.echo_results(options['out'])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import click
 import numpy as np
 import requests
 
-from bench import raw_rate, scale_model
+from bench import command, raw_rate, scale_model
 from bench.scale_report import describe, plot, table
 from common.errors import FedmqError
 from common.topology import Topology
@@ -225,9 +225,8 @@ def run(out: Path, grid: list[tuple[str, int]], **options: Any) -> dict[str, Any
     return report
 
 
-@click.command("scale", context_settings={"help_option_names": ["-h", "--help"],
-                                          "max_content_width": 100})
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+@click.command("scale", context_settings=command.CONTEXT)
+@command.out_option
 @click.option("--grid", type=click.Choice(sorted(GRIDS)), default="full", show_default=True,
               help="small: one cell (20 KB, 10 workers); full: 20 KB/4 MB/40 MB x 10/100/1000.")
 @click.option("--sizes", default="", help="Comma-separated model sizes instead of the grid's.")
@@ -252,7 +251,7 @@ def main(out: Path, grid: str, sizes: str, fleets: str, **options: Any) -> None:
                            else sorted({c[1] for c in cells}))]
     report = run(out, cells, **options)
     click.echo(table(report["cells"]))
-    click.echo(f"results: {out / 'results.json'}, plot: {out / 'scale.png'}")
+    command.echo_results(out, "scale.png")
 
 
 if __name__ == "__main__":

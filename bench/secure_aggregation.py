@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from bench import command
 from common import identity
 from common.amqp import Broker
 from common.errors import FedmqError
@@ -109,8 +110,8 @@ def delete_queues(url: str, job: str) -> None:
 
 
 @click.command("secure-aggregation",
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+               context_settings=command.CONTEXT)
+@command.out_option
 @click.option("--workers", default=8, show_default=True, help="Workers per run.")
 @click.option("--slow-workers", default=2, show_default=True, help="How many are stragglers.")
 @click.option("--slowdown", default=4.0, show_default=True, help="Straggler slowdown factor.")
@@ -119,8 +120,7 @@ def delete_queues(url: str, job: str) -> None:
 @click.option("--clip", default=5.0, show_default=True, help="L2 clip C of both runs.")
 @click.option("--seed", default=0, show_default=True, help="Data, partition and model seed.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds a run may take.")
-@click.option("--amqp-url", envvar="FEDMQ_AMQP_URL",
-              default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
+@command.amqp_url_option
 def main(**options: Any) -> None:
     """Plain sealed FedBuff vs FedBuff with secure aggregation: accuracy and bytes per update."""
     out: Path = options["out"]

@@ -16,6 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
+from bench import command
 from bench.lab import Lab, Setup
 from common import masking, quantise
 from common.arrays import Arrays
@@ -35,7 +36,7 @@ def unmask_all(strategy: SecureFedBuff, weights: Arrays, seeds: dict[str, bytes]
     return weights
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=command.CONTEXT)
 @click.option("--rounds", default=6, show_default=True, help="Rounds of one delta per worker.")
 @click.option("--workers", default=8, show_default=True)
 @click.option("--buffer-size", default=4, show_default=True, help="FedBuff K.")

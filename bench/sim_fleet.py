@@ -27,16 +27,18 @@ import json
 import signal
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from bench import scale_model
+from bench import command, scale_model
 from common import chunks, models, wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
+from common.connection import await_declared
 from common.errors import DecodeError, FedmqError
 from common.messages import Event, GlobalModel, TrainTask, WeightUpdate, new_id
 from common.topology import REPLY_TO, UPDATE_KEY, Topology
@@ -143,12 +145,8 @@ class SimWorker:
                               is_delta=task.send_delta)
         body = self.fleet.codec.encode(update)
         sent_at = time.time()
-        if len(body) <= self.fleet.chunk_bytes:
-            self.broker.publish(self.fleet.topology.inbox, UPDATE_KEY, body)
-        else:
-            for header, part in chunks.split(body, self.fleet.chunk_bytes):
-                self.broker.publish(self.fleet.topology.inbox, UPDATE_KEY, bytes(part),
-                                    headers=header.fields())
+        chunks.publish(partial(self.broker.publish, self.fleet.topology.inbox, UPDATE_KEY),
+                       body, self.fleet.chunk_bytes)
         del body
         self.broker.ack(delivery)
         self.task = None
@@ -160,7 +158,7 @@ def serve_connection(url: str, fleet: Fleet, name: str, worker_ids: list[str]) -
     """One thread: one connection, one channel per simulated worker, until the fleet stops."""
     broker = Broker(url, name=name)
     try:
-        broker.await_declared(fleet.stop, [fleet.topology.tasks],
+        await_declared(broker, fleet.stop, [fleet.topology.tasks],
                               [fleet.topology.inbox, fleet.topology.model])
         due: list[Any] = []
         channels = [broker] + [broker.open_channel() for _ in worker_ids[1:]]
@@ -186,7 +184,7 @@ def watch_versions(url: str, fleet: Fleet, job: str, seen: dict[int, float]) -> 
     """The announce time of every version (the job's `version` events)."""
     broker = Broker(url, name=f"fedmq-bench-{job}-events")
     try:
-        broker.await_declared(fleet.stop, [], [fleet.topology.events])
+        await_declared(broker, fleet.stop, [], [fleet.topology.events])
         queue = broker.private_queue(fleet.topology.events, "version")
 
         def on_event(delivery: Delivery) -> None:
@@ -202,7 +200,7 @@ def watch_versions(url: str, fleet: Fleet, job: str, seen: dict[int, float]) -> 
         broker.close()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=command.CONTEXT)
 @click.option("--job", required=True)
 @click.option("--workers", default=10, show_default=True)
 @click.option("--per-connection", default=1, show_default=True, help="Workers per connection.")

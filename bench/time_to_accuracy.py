@@ -22,10 +22,11 @@ from typing import Any
 
 import click
 
+from bench import command
+from bench.local_runs import config_json, run_each
 from common import data, models
 from coordinator.evaluation import Evaluator
-from coordinator.results import plot_curves, read_curve
-from fedmq.launcher import run_local
+from coordinator.results import plot_curves
 from fedmq.options import setup_logging
 from fedmq.settings import RunSettings
 from worker.trainer import Trainer
@@ -43,7 +44,7 @@ class BenchConfig:
     target: float = 0.95
     seconds: float = 60.0
     seed: int = 0
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    amqp_url: str = command.LOCAL_BROKER
     buffer_size: int = 4
     alpha: float = 0.5
 
@@ -86,24 +87,17 @@ def train_central(config: BenchConfig) -> tuple[dict[str, Any], list[tuple[float
 def run(config: BenchConfig) -> dict[str, Any]:
     """Run every strategy and the central reference; write results.json and the plot."""
     config.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for strategy in STRATEGIES:
-        log.warning("running %s for %.0fs with %d workers", strategy, config.seconds,
-                    config.workers)
-        summary = run_local(strategy_settings(config, strategy))
-        curves[strategy] = read_curve(config.out / strategy / "history.csv")
-        results[strategy] = {key: summary[key] for key in (
-            "time_to_target_s", "final_accuracy", "updates_applied", "bytes_received",
-            "versions", "mean_staleness", "wall_seconds")}
+    results, curves = run_each(
+        {strategy: strategy_settings(config, strategy) for strategy in STRATEGIES},
+        ("time_to_target_s", "final_accuracy", "updates_applied", "bytes_received",
+         "versions", "mean_staleness", "wall_seconds"))
     results["central"], curves["central"] = train_central(config)
     async_times = {s: results[s]["time_to_target_s"] for s in ("fedasync", "fedbuff")
                    if results[s]["time_to_target_s"] is not None}
     best = min(async_times, key=lambda s: async_times[s]) if async_times else None
     baseline = results["fedavg"]["time_to_target_s"]
     speedup = baseline / async_times[best] if best and baseline else None
-    report = {"config": {k: str(v) if isinstance(v, Path) else v
-                         for k, v in config.__dict__.items()},
+    report = {"config": config_json(config),
               "results": results, "best_async": best, "speedup_over_fedavg": speedup}
     (config.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_curves(config.out / "accuracy_vs_time.png", curves, config.target,
@@ -127,8 +121,8 @@ def describe(report: dict[str, Any]) -> str:
 
 
 @click.command("time-to-accuracy",
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+               context_settings=command.CONTEXT)
+@command.out_option
 @click.option("--workers", default=8, show_default=True, help="Workers per strategy.")
 @click.option("--slow-workers", default=2, show_default=True, help="How many are stragglers.")
 @click.option("--slowdown", default=4.0, show_default=True, help="Straggler slowdown factor.")
@@ -138,15 +132,13 @@ def describe(report: dict[str, Any]) -> str:
 @click.option("--seed", default=0, show_default=True, help="Data, partition and model seed.")
 @click.option("--buffer-size", default=4, show_default=True, help="FedBuff K.")
 @click.option("--alpha", default=0.5, show_default=True, help="FedAsync mixing weight.")
-@click.option("--amqp-url", envvar="FEDMQ_AMQP_URL",
-              default="amqp://guest:guest@127.0.0.1:5672/%2F", show_default=True)
+@command.amqp_url_option
 def main(**options: Any) -> None:
     """fedavg vs fedasync vs fedbuff vs central training: time to --target on digits."""
     setup_logging("WARNING")
     report = run(BenchConfig(**options))
     click.echo(describe(report))
-    click.echo(f"results: {options['out'] / 'results.json'}, "
-               f"plot: {options['out'] / 'accuracy_vs_time.png'}")
+    command.echo_results(options['out'])
 
 
 if __name__ == "__main__":

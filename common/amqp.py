@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pika
 import pika.exceptions as pex
@@ -26,9 +24,6 @@ from common.amqp_errors import BrokerRefused, QueueMismatch, quiet_not_found, tr
 from common.broker_urls import split_urls
 from common.errors import BrokerUnavailable, ConfigError
 from common.topology import QueueSpec, Topology
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -172,27 +167,6 @@ class Broker:
                 raise
             channel.close()
         return True
-
-    def await_declared(self, stop: threading.Event, queues: Sequence[str] = (),
-                       exchanges: Sequence[str] = (), poll: float = 1.0) -> bool:
-        """Wait (serving the connection) until every name exists; False if `stop` is set first.
-
-        Services without configure permission (workers, watchers) never declare: they wait for
-        the coordinator, which owns the topology.
-        """
-        wanted = [(name, "queue") for name in queues] + [(name, "exchange") for name in exchanges]
-        logged = False
-        while not stop.is_set():
-            missing = [name for name, kind in wanted if not self.exists(name, kind)]
-            if not missing:
-                return True
-            if not logged:
-                log.info("waiting for the coordinator to declare %s", ", ".join(missing))
-                logged = True
-            deadline = time.monotonic() + poll
-            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-                self.process(left)  # returns early once after a closed channel
-        return False
 
     def queue_depth(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""

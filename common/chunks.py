@@ -98,6 +98,18 @@ def split(body: bytes | bytearray, chunk_bytes: int, body_digest: str | None = N
                view[index * chunk_bytes:(index + 1) * chunk_bytes])
 
 
+def publish(send: Callable[..., None], body: bytes, chunk_bytes: int,
+            body_digest: str | None = None) -> None:
+    """Send `body` as one message if it fits in `chunk_bytes`, else as its chunks in order, each
+    with its header: `send(part, headers=...)` publishes one (a broker's publish with the
+    exchange, routing key and properties already bound)."""
+    if len(body) <= chunk_bytes:
+        send(body)
+        return
+    for header, part in split(body, chunk_bytes, body_digest):
+        send(bytes(part), headers=header.fields())
+
+
 class Store(Protocol):
     """Where the chunks of transfers in progress are kept (memory or a durable spool)."""
 

@@ -1,4 +1,5 @@
-"""How a role connects to its broker: the AMQP URLs, heartbeat and TLS files of its settings.
+"""How a role connects to its broker: the AMQP URLs, heartbeat and TLS files of its settings,
+and how a role that does not own the topology waits for it.
 
 TLS (amqps:// URLs) verifies the broker's certificate against the given CA bundle (or the
 system's) and its host name, and presents a client certificate when one is configured; with
@@ -7,13 +8,19 @@ several URLs (a cluster's nodes, common/broker_urls.py) each node is checked und
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from common.amqp import Broker
 from common.broker_urls import rotated
+from common.connection_settings import ConnectionSettings
 from common.errors import ConfigError
-from common.settings import ConnectionSettings
+
+log = logging.getLogger(__name__)
 
 
 def tls_context(url: str, ca_file: Path | None = None, cert_file: Path | None = None,
@@ -54,3 +61,25 @@ class Connector:
     def connect(self) -> Broker:
         first, self.sessions = self.sessions, self.sessions + 1
         return connect(self.settings, self.name, first)
+
+
+def await_declared(broker: Broker, stop: threading.Event, queues: Sequence[str] = (),
+                   exchanges: Sequence[str] = (), poll: float = 1.0) -> bool:
+    """Wait (serving the connection) until every name exists; False if `stop` is set first.
+
+    Services without configure permission (workers, watchers) never declare: they wait for
+    the coordinator, which owns the topology.
+    """
+    wanted = [(name, "queue") for name in queues] + [(name, "exchange") for name in exchanges]
+    logged = False
+    while not stop.is_set():
+        missing = [name for name, kind in wanted if not broker.exists(name, kind)]
+        if not missing:
+            return True
+        if not logged:
+            log.info("waiting for the coordinator to declare %s", ", ".join(missing))
+            logged = True
+        deadline = time.monotonic() + poll
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            broker.process(left)  # returns early once after a closed channel
+    return False

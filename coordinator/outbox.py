@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -136,17 +137,13 @@ class Outbox:
         log.debug("sending version %d to %s (it holds %d)", self.model_version,
                   request.worker_id, request.have_version)
         body, broker = self.model(), self._out(broker)
-        if len(body) <= self.chunk_bytes:
-            broker.publish("", reply_to, body, correlation_id=delivery.correlation_id,
-                           persistent=False)
-            return
-        if self.model_digest is None:
+        if len(body) > self.chunk_bytes and self.model_digest is None:
             self.model_digest = chunks.digest(body)
-        # all chunks in order on this channel, a new transfer id per reply (a worker that
+        # chunks all in order on this channel, a new transfer id per reply (a worker that
         # gave up on an earlier reply asks again and gets a fresh transfer)
-        for header, part in chunks.split(body, self.chunk_bytes, self.model_digest):
-            broker.publish("", reply_to, bytes(part), headers=header.fields(),
-                           correlation_id=delivery.correlation_id, persistent=False)
+        chunks.publish(partial(broker.publish, "", reply_to,
+                               correlation_id=delivery.correlation_id, persistent=False),
+                       body, self.chunk_bytes, self.model_digest)
 
     def event(self, broker: Broker, job: str, name: str, **fields: Any) -> None:
         body = wire.encode(Event(name=name, job=job, fields=fields))

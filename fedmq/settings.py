@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common.settings import ConnectionSettings, CoordinatorSettings
+from common.connection_settings import ConnectionSettings
+from common.settings import CoordinatorSettings
 
 
 class RunSettings(CoordinatorSettings):

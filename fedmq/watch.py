@@ -14,7 +14,7 @@ from datetime import datetime
 
 from common import wire
 from common.amqp import Delivery
-from common.connection import Connector
+from common.connection import Connector, await_declared
 from common.errors import DecodeError
 from common.messages import Event
 from common.reconnect import run_with_reconnect
@@ -54,7 +54,7 @@ class Watcher:
     def _session(self) -> None:
         broker = self.connector.connect()
         try:
-            if not broker.await_declared(self.stop, exchanges=[self.topology.events]):
+            if not await_declared(broker, self.stop, exchanges=[self.topology.events]):
                 return
             queue = broker.private_queue(self.topology.events, routing_key=self.settings.events)
             broker.consume(queue, self._on_event, prefetch=0, auto_ack=True)

@@ -18,7 +18,7 @@ import threading
 from common import masking, sealed_wire
 from common.amqp import Broker, Delivery
 from common.codec import Codec
-from common.connection import connect
+from common.connection import await_declared, connect
 from common.errors import ConfigError, DecodeError
 from common.identity import Registry, load_identity, load_public
 from common.messages import MaskSeed, UnmaskAnswer, UnmaskRequest
@@ -65,7 +65,7 @@ class HelperService:
             # the coordinator owns the topology (with its queue settings: replicas, expiry); a
             # helper that declared them with its own defaults would be refused by a mismatch
             queues = [queue.name for queue in self.topology.helper_queues()]
-            if not broker.await_declared(self.stop, queues):
+            if not await_declared(broker, self.stop, queues):
                 return
             broker.consume(self.topology.helper_requests, lambda d: self._on_request(broker, d),
                            prefetch=1)

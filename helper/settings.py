@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from common.connection_settings import ConnectionSettings
 from common.secagg_settings import HelperSettings
-from common.settings import ConnectionSettings, IdentitySettings
+from common.settings import IdentitySettings
 
 
 class HelperRoleSettings(HelperSettings, IdentitySettings, ConnectionSettings):

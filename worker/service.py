@@ -20,7 +20,7 @@ import numpy as np
 from common import chunks, faults, learning_task, limits, models
 from common.amqp import Broker, Delivery
 from common.codec import Codec
-from common.connection import Connector
+from common.connection import Connector, await_declared
 from common.errors import BrokerUnavailable, ConfigError, DecodeError
 from common.identity import load_identity, load_public
 from common.leases import Lease
@@ -179,7 +179,8 @@ class WorkerService:
         """Wait for the coordinator's topology (workers never declare it: they lack the
         permission), then lease a shard if needed. None if stopped meanwhile."""
         queues = [self.topology.tasks] + ([self.topology.shard(0)] if self.leasing else [])
-        if not broker.await_declared(self.stop, queues, [self.topology.model, self.topology.inbox]):
+        exchanges = [self.topology.model, self.topology.inbox]
+        if not await_declared(broker, self.stop, queues, exchanges):
             return None
         lease = Lease(broker, self.topology, self.settings.num_shards)
         if self.leasing:
@@ -286,12 +287,8 @@ class WorkerService:
         for the confirm of each, then ack the task."""
         self.training = None
         try:
-            if len(body) <= self.settings.chunk_size:
-                broker.publish(self.topology.inbox, UPDATE_KEY, body)
-            else:
-                for header, part in chunks.split(body, self.settings.chunk_size):
-                    broker.publish(self.topology.inbox, UPDATE_KEY, bytes(part),
-                                   headers=header.fields())
+            chunks.publish(partial(broker.publish, self.topology.inbox, UPDATE_KEY), body,
+                           self.settings.chunk_size)
         except BrokerUnavailable:
             self.packer.forget()
             raise

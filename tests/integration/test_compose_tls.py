@@ -23,8 +23,8 @@ import requests
 
 from common.amqp import BrokerRefused
 from common.connection import connect
+from common.connection_settings import ConnectionSettings
 from common.errors import BrokerUnavailable
-from common.settings import ConnectionSettings
 from fedmq.management import Management
 from fedmq.tls_certs import generate_deployment
 from tests.deploy_support import (

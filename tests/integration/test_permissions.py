@@ -10,6 +10,7 @@ import pytest
 
 from common import leases, wire
 from common.amqp import Broker, BrokerRefused
+from common.connection import await_declared
 from common.messages import Event
 from common.topology import UPDATE_KEY, Topology
 from tests.deploy_support import compose_config, credentials, fedmq_services
@@ -89,7 +90,7 @@ def test_the_worker_can_do_everything_its_job_needs(
     broker = Broker(url_of(loaded, "worker"), name="fedmq-test-worker")
     try:
         # the topology is there (passive checks need no permission)
-        assert broker.await_declared(threading.Event(), [TOPOLOGY.tasks, TOPOLOGY.shard(0)],
+        assert await_declared(broker, threading.Event(), [TOPOLOGY.tasks, TOPOLOGY.shard(0)],
                                      [TOPOLOGY.model, TOPOLOGY.inbox])
         broker.consume(broker.private_queue(TOPOLOGY.model), lambda d: None, auto_ack=True)
         broker.consume("amq.rabbitmq.reply-to", lambda d: None, auto_ack=True)

@@ -12,8 +12,8 @@ import pytest
 
 from common.amqp import BrokerRefused
 from common.connection import connect
+from common.connection_settings import ConnectionSettings
 from common.errors import BrokerUnavailable
-from common.settings import ConnectionSettings
 from fedmq.management import Management
 from fedmq.tls_certs import CertificateAuthority, Pair
 from tests.integration.broker_tools import is_open

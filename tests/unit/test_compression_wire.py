@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import sealed_wire, wire, wire_bulk
+from common import sealed_wire, wire, wire_arrays, wire_bulk
 from common.compression import Compression, compress
 from common.errors import DecodeError, RejectedUpdate
 from common.identity import Identity
@@ -69,7 +69,7 @@ def test_an_uncompressed_update_is_byte_for_byte_what_it_was_before_compression(
     update = packed(SPECS["none"])
     envelope = wire.to_envelope(update)
     header = {k: v for k, v in envelope.header.items() if k != "compression"}
-    old_payload = wire_bulk.pack({"weights": [wire.encode_array(w) for w in update.weights],
+    old_payload = wire_bulk.pack({"weights": [wire_arrays.encode_array(w) for w in update.weights],
                                   "metrics": update.metrics})
     # Then the payload holds no empty scales or indices (only the header names the method)
     assert envelope.payload == old_payload and envelope.header["compression"] == "none"

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from common.settings import ConnectionSettings, CoordinatorSettings, WorkerSettings
+from common.connection_settings import ConnectionSettings
+from common.settings import CoordinatorSettings, WorkerSettings
 from fedmq.cli import main
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common import wire
+from common import wire, wire_arrays
 from common.errors import DecodeError
 from common.messages import (
     MESSAGE_TYPES,
@@ -90,13 +90,14 @@ def with_payload(payload: object) -> bytes:
 
 def with_metrics(metrics: object) -> bytes:
     """An update whose (payload) metrics are replaced."""
-    return with_payload({"weights": [wire.encode_array(w) for w in WEIGHTS], "metrics": metrics})
+    return with_payload({"weights": [wire_arrays.encode_array(w) for w in WEIGHTS],
+                         "metrics": metrics})
 
 
 def with_array(**entries: object) -> bytes:
     """An update whose first weight array has some entries (dtype, shape, data) replaced."""
-    array = wire.encode_array(WEIGHTS[0]) | entries
-    return with_payload({"weights": [array, wire.encode_array(WEIGHTS[1])], "metrics": {}})
+    array = wire_arrays.encode_array(WEIGHTS[0]) | entries
+    return with_payload({"weights": [array, wire_arrays.encode_array(WEIGHTS[1])], "metrics": {}})
 
 
 def assert_same(left: Any, right: Any) -> None:
@@ -173,7 +174,7 @@ def test_integer_metrics_are_read_as_floats() -> None:
     assert type(update.metrics["accuracy"]) is float and update.metrics["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("dtype", sorted(wire.ALLOWED_DTYPES))
+@pytest.mark.parametrize("dtype", sorted(wire_arrays.ALLOWED_DTYPES))
 @pytest.mark.parametrize("shape", [(), (0,), (4,), (2, 0, 3), (2, 3, 4)], ids=str)
 def test_every_allowed_dtype_and_shape_round_trips_in_a_message(dtype: str,
                                                                 shape: tuple[int, ...]) -> None:
@@ -187,23 +188,23 @@ def test_every_allowed_dtype_and_shape_round_trips_in_a_message(dtype: str,
     assert decoded.tobytes() == array.tobytes()
 
 
-@pytest.mark.parametrize("dtype", sorted(wire.ALLOWED_DTYPES))
+@pytest.mark.parametrize("dtype", sorted(wire_arrays.ALLOWED_DTYPES))
 def test_extreme_values_survive_bit_for_bit(dtype: str) -> None:
     # Given the edge values of a dtype (NaN, Inf and -0.0 included for floats)
     array = extreme_values(np.dtype(dtype))
     # When encoded and decoded, then the bytes are identical
-    assert wire.decode_array(wire.encode_array(array)).tobytes() == array.tobytes()
+    assert wire_arrays.decode_array(wire_arrays.encode_array(array)).tobytes() == array.tobytes()
 
 
-@pytest.mark.parametrize("dtype", sorted(d for d in wire.ALLOWED_DTYPES if d[0] == "<"))
+@pytest.mark.parametrize("dtype", sorted(d for d in wire_arrays.ALLOWED_DTYPES if d[0] == "<"))
 def test_big_endian_input_is_sent_little_endian(dtype: str) -> None:
     # Given a big-endian array of an allowed type
     big = np.array([1, 2, 100], dtype=np.dtype(dtype).newbyteorder(">"))
     # When it is encoded
-    encoded = wire.encode_array(big)
+    encoded = wire_arrays.encode_array(big)
     # Then it travels in the little-endian form and decodes to the same values
     assert encoded["dtype"] == dtype
-    decoded = wire.decode_array(encoded)
+    decoded = wire_arrays.decode_array(encoded)
     assert decoded.dtype.str == dtype and np.array_equal(decoded, big)
 
 
@@ -213,7 +214,7 @@ def test_non_contiguous_arrays_are_sent_in_c_order() -> None:
     strided = np.arange(20, dtype=np.float64)[::3]
     # When they round-trip, then their values are unchanged
     for array in (fortran, strided):
-        assert np.array_equal(wire.decode_array(wire.encode_array(array)), array)
+        assert np.array_equal(wire_arrays.decode_array(wire_arrays.encode_array(array)), array)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (3, 2)], ids=str)
@@ -255,7 +256,7 @@ def test_disallowed_dtypes_on_the_wire_are_rejected(case: str) -> None:
     bad = {"dtype": DISALLOWED_ON_THE_WIRE[case], "shape": [1], "data": b"\x00" * 16}
     # When it is decoded directly or inside an update, then DecodeError says it is not allowed
     with pytest.raises(DecodeError, match="not allowed"):
-        wire.decode_array(bad)
+        wire_arrays.decode_array(bad)
     assert_decode_error(with_array(**bad), "not allowed")
 
 
@@ -272,7 +273,8 @@ DISALLOWED_ARRAYS = {
 @pytest.mark.parametrize("case", list(DISALLOWED_ARRAYS))
 def test_disallowed_dtypes_are_refused_when_encoding(case: str) -> None:
     array = DISALLOWED_ARRAYS[case]
-    if array.dtype.str in wire.ALLOWED_DTYPES:  # long double is plain float64 on some platforms
+    # long double is plain float64 on some platforms
+    if array.dtype.str in wire_arrays.ALLOWED_DTYPES:
         pytest.skip(f"{case} is {array.dtype.str} here")
     # Given a message carrying an array of a disallowed dtype, when it is encoded
     message = GlobalModel(version=0, fingerprint="f", weights=(array,))
@@ -363,7 +365,7 @@ MALFORMED = {
     "bool dimension": (with_array(shape=[True, 6]), "bad array shape"),
     "text dimension": (with_array(shape=["2", 3]), "bad array shape"),
     "shape not a list": (with_array(shape=6), "bad array shape"),
-    "too many dimensions": (with_array(shape=[1] * (wire.MAX_NDIM + 1), data=b"\x00" * 4),
+    "too many dimensions": (with_array(shape=[1] * (wire_arrays.MAX_NDIM + 1), data=b"\x00" * 4),
                             "bad array shape"),
     "huge dimension next to zero": (with_array(shape=[0, 2**63], data=b""), "shape"),
     "huge dimensions next to zero": (with_array(shape=[0, 2**62, 2**62], data=b""), "shape"),
@@ -481,7 +483,8 @@ def test_any_value_in_any_place_never_raises_anything_but_decode_error(place: st
     elif place == "payload map":
         body["payload"] = packed(value)
     elif place in ("dtype", "shape", "data"):
-        body["payload"] = packed({"weights": [wire.encode_array(WEIGHTS[0]) | {place: value}]})
+        array = wire_arrays.encode_array(WEIGHTS[0]) | {place: value}
+        body["payload"] = packed({"weights": [array]})
     else:
         body["header"][place] = value
     # When it is decoded, then it either decodes or raises DecodeError
@@ -489,7 +492,7 @@ def test_any_value_in_any_place_never_raises_anything_but_decode_error(place: st
         wire.decode(packed(body))
 
 
-ALLOWED = sorted(wire.ALLOWED_DTYPES)
+ALLOWED = sorted(wire_arrays.ALLOWED_DTYPES)
 WEIGHT_ARRAYS = st.lists(
     hnp.arrays(st.sampled_from(ALLOWED).map(np.dtype),
                hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
