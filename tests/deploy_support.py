@@ -61,14 +61,16 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
 
 
 @functools.cache
-def compose_config(*overrides: Path) -> dict[str, Any]:
-    """The compose file, with any override files on top (`-f docker-compose.yml -f ...`), as
-    `docker-compose config` validates, merges and resolves them (anchors merged)."""
+def compose_config(*overrides: Path, base: Path | None = None,
+                   extra_env: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The compose file (`base`, default docker-compose.yml), with any override files on top
+    (`-f docker-compose.yml -f ...`), as `docker-compose config` validates, merges and resolves
+    them (anchors merged), in `compose_env()` plus `extra_env` (name, value pairs)."""
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose is required (Debian: apt-get install docker-compose; .ci/run does)"
-    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
-    result = subprocess.run([tool, *files, "config"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT, env=compose_env())
+    files = [arg for path in (base or COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
+    result = subprocess.run([tool, *files, "config"], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env={**compose_env(), **dict(extra_env)})
     assert result.returncode == 0, f"docker-compose config refused the file:\n{result.stderr}"
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config

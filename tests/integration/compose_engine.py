@@ -101,41 +101,45 @@ def override(gen: Generation, broker_conf: Path,
     return {"services": services}
 
 
-def resolved(override_file: Path) -> dict[str, Any]:
-    """docker-compose.yml with the override on top, as `docker-compose config` merges them, less
-    the published ports of the host-networked services: host networking discards them anyway,
-    and docker-compose v1 refuses the combination (compose v1 has no way for an override to
-    remove a list entry)."""
-    config = copy.deepcopy(compose_config(override_file))
+def resolved(override_file: Path, base: Path | None = None,
+             extra_env: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The compose file (`base`, default docker-compose.yml) with the override on top, as
+    `docker-compose config` merges them, less the published ports and host names of the
+    host-networked services: host networking discards the ports anyway, and docker-compose v1
+    refuses both with it (compose v1 has no way for an override to remove an entry)."""
+    config = copy.deepcopy(compose_config(override_file, base=base, extra_env=extra_env))
     for service in config["services"].values():
         if service.get("network_mode") == "host":
             service.pop("ports", None)
+            service.pop("hostname", None)
     return config
 
 
-class ComposeStack:
-    """`docker-compose -p <project> -f docker-compose.yml -f <override>` for one generation."""
+def ports_conf(path: Path, amqp_port: int, management_port: int) -> Path:
+    """A broker's conf.d file for a test: AMQP and the management API on loopback ports."""
+    path.write_text(f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
+                    f"management.tcp.ip = 127.0.0.1\n"
+                    f"management.tcp.port = {management_port}\n")
+    return path
 
-    def __init__(self, gen: Generation, workdir: Path,
-                 settings: dict[str, dict[str, str]]) -> None:
-        self.gen = gen
-        self.workdir = workdir
-        conf = workdir / "90-test-ports.conf"
-        conf.write_text(f"listeners.tcp.default = 127.0.0.1:{gen.amqp_port}\n"
-                        f"management.tcp.ip = 127.0.0.1\n"
-                        f"management.tcp.port = {gen.management_port}\n")
-        self.override = workdir / "docker-compose.engine-test.yml"
-        self.override.write_text(json.dumps(override(gen, conf, settings), indent=2))  # YAML ⊃ JSON
-        self.project_file = workdir / "docker-compose.resolved.yml"
-        self.project_file.write_text(json.dumps(resolved(self.override), indent=2))
+
+class Stack:
+    """`docker-compose -p <project> -f <resolved file>`: a compose file and its test override,
+    merged and resolved once (`resolved`), run under a project name of the test's own."""
+
+    def __init__(self, project: str, project_file: Path, env: dict[str, str] | None = None,
+                 ) -> None:
+        self.project = project
+        self.project_file = project_file
+        self.env = env or compose_env()
         self.log: list[str] = []
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        argv = ["docker-compose", "-p", self.gen.project, "--project-directory", str(ROOT),
+        argv = ["docker-compose", "-p", self.project, "--project-directory", str(ROOT),
                 "-f", str(self.project_file), *args]
         self.log.append("+ " + " ".join(argv[6:]))
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                                env=compose_env())
+                                env=self.env)
         self.log.append(result.stdout + result.stderr)
         if check:
             assert result.returncode == 0, f"{' '.join(args)}: {result.stderr[-2000:]}"
@@ -158,6 +162,21 @@ class ComposeStack:
     def down(self) -> None:
         """Everything goes, volumes too, whatever state the stack is in."""
         self.compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+
+class ComposeStack(Stack):
+    """docker-compose.yml with the test override, for one generation."""
+
+    def __init__(self, gen: Generation, workdir: Path,
+                 settings: dict[str, dict[str, str]]) -> None:
+        self.gen = gen
+        self.workdir = workdir
+        conf = ports_conf(workdir / "90-test-ports.conf", gen.amqp_port, gen.management_port)
+        self.override = workdir / "docker-compose.engine-test.yml"
+        self.override.write_text(json.dumps(override(gen, conf, settings), indent=2))  # YAML ⊃ JSON
+        project_file = workdir / "docker-compose.resolved.yml"
+        project_file.write_text(json.dumps(resolved(self.override), indent=2))
+        super().__init__(gen.project, project_file)
 
 
 def docker(*args: str, timeout: float = 120) -> str:
