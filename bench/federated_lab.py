@@ -71,6 +71,7 @@ def run(task: LearningTask, config: Config, loader: Loader | None = None,
     strategy = FedBuff(buffer_size=config.workers, server_lr=config.server_lr,
                        optimizer=optimizer)
     curve, started = [], time.monotonic()
+    scores: dict[str, float] = {}
     for step in range(1, config.rounds + 1):
         new = None
         for x, y, _, _ in sites:
@@ -88,9 +89,13 @@ def run(task: LearningTask, config: Config, loader: Loader | None = None,
         row = {"round": step, "seconds": round(time.monotonic() - started, 2),
                "federated": round(mean, 4), "worst_worker": round(worst, 4)}
         if held_out is not None:
-            row["held_out"] = round(_evaluate(judge, weights, *held_out)[config.metric], 4)
+            scores = _evaluate(judge, weights, *held_out)
+            row["held_out"] = round(scores[config.metric], 4)
         curve.append(row)
-    return {"config": config.__dict__, "curve": curve, "final": curve[-1]}
+    final: dict[str, Any] = dict(curve[-1])
+    if held_out is not None:  # every metric of the task on the held-out split, at the end
+        final["held_out_metrics"] = {name: round(value, 4) for name, value in scores.items()}
+    return {"config": config.__dict__, "curve": curve, "final": final}
 
 
 def central(task: LearningTask, x: np.ndarray, y: np.ndarray, held_out: tuple[np.ndarray, ...],
