@@ -1,19 +1,23 @@
 """What a large model costs the coordinator in memory (issue 15, the 1 GB benchmark): a body
-reassembled from chunks is decoded without a copy, and the start-up check that the model fits
-the body limit encodes it only when it is close to the limit."""
+reassembled from chunks is decoded without a copy, the start-up check that the model fits
+the body limit encodes it only when it is close to the limit, and the model is sent in
+chunks copied from its weights (no encoded copy kept between requests)."""
 
 from __future__ import annotations
 
+import tracemalloc
+from typing import Any, cast
 from unittest import mock
 
 import numpy as np
 import pytest
 
-from common import wire
+from common import chunks, identity, wire
+from common.amqp import Broker, Delivery
 from common.codec import Codec
 from common.errors import ConfigError
-from common.messages import WeightUpdate
-from common.topology import Topology
+from common.messages import GlobalModel, ModelRequest, WeightUpdate
+from common.topology import REPLY_TO, Topology
 from coordinator.outbox import Outbox
 
 WEIGHTS = (np.arange(64 * 1024, dtype=np.float32).reshape(256, 256), np.ones(7, np.float32))
@@ -59,3 +63,89 @@ def test_a_model_near_the_limit_is_measured_exactly(slack: int) -> None:
     else:
         with pytest.raises(ConfigError, match="exceeds the body limit"):
             box.check_model_fits(list(WEIGHTS), "m", limit=exact - slack)
+
+
+class RecordingBroker:
+    """Stands in for a Broker: keeps what is published (reply chunks) and what is acked."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.acked: list[Delivery] = []
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, *,
+                headers: dict[str, Any] | None = None, reply_to: str | None = None,
+                correlation_id: str | None = None, persistent: bool = True) -> None:
+        self.published.append((routing_key, bytes(body), headers or {}))
+
+    def ack(self, delivery: Delivery) -> None:
+        self.acked.append(delivery)
+
+
+LAYERS = tuple(np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+               for _ in range(8))  # 2 MiB in layers of 256 KiB, like the 1 GB model's 17
+CHUNK = 64 * 1024
+
+
+def ask(box: Outbox, broker: RecordingBroker, worker: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """One model request from `worker`; the reply chunks it got."""
+    before = len(broker.published)
+    box.reply_model(cast(Broker, broker), Delivery(
+        body=wire.encode(ModelRequest(worker_id=worker)), tag=1, queue="q",
+        reply_to=f"{REPLY_TO}.{worker}", correlation_id=worker))
+    return [(body, headers) for _, body, headers in broker.published[before:]]
+
+
+def joined(parts: list[tuple[bytes, dict[str, Any]]]) -> bytes:
+    headers = [chunks.parse(h) for _, h in parts]
+    assert [h.index for h in headers] == list(range(headers[0].count))
+    assert len({h.transfer_id for h in headers}) == 1
+    body = b"".join(part for part, _ in parts)
+    assert all(h.digest == chunks.digest(body) and h.total == len(body) for h in headers)
+    return body
+
+
+def test_the_model_goes_out_in_chunks_and_is_not_kept_encoded_between_requests() -> None:
+    # Given a plain outbox that announced a 2 MiB model, sent in chunks of 64 KiB
+    box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
+    broker = RecordingBroker()
+    box.broadcast(cast(Broker, broker), 3, list(LAYERS))
+    # When two workers ask for it, memory traced
+    tracemalloc.start()
+    try:
+        first = ask(box, broker, "w0")
+        held = tracemalloc.get_traced_memory()[0] - sum(len(part) for part, _ in first)
+        second = ask(box, broker, "w1")
+        transient = tracemalloc.get_traced_memory()[1] - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # Then each gets the whole encoded model, in chunks that carry its digest, a transfer each
+    body = joined(first)
+    assert joined(second) == body and len(first) == -(-len(body) // CHUNK) > 1
+    model = wire.decode(body, GlobalModel)
+    assert model.version == 3 and model.fingerprint == "f"
+    assert all(np.array_equal(a, b) for a, b in zip(model.weights, LAYERS, strict=True))
+    assert chunks.parse(first[0][1]).transfer_id != chunks.parse(second[0][1]).transfer_id
+    # And apart from the chunks sent (the recording broker keeps them), no copy of the model
+    # stayed after the first request, and none was made for the second (a chunk at a time)
+    size = sum(w.nbytes for w in LAYERS)
+    assert held < size // 4
+    assert transient < size // 4
+    assert len(broker.acked) == 2
+
+
+def test_a_sealed_model_goes_out_in_chunks_that_open_for_its_readers() -> None:
+    # Given a sealed outbox (the coordinator's identity) and a registered worker
+    me, worker = identity.Identity.generate("coordinator"), identity.Identity.generate("w0")
+    box = Outbox(Topology("j"), Codec(2 ** 31, me), "f",
+                 lambda: {"w0": worker.public().encryption}, chunk_bytes=CHUNK)
+    broker = RecordingBroker()
+    box.broadcast(cast(Broker, broker), 5, list(LAYERS))
+    # When the worker asks for the model
+    body = joined(ask(box, broker, "w0"))
+    # Then the joined chunks are one sealed body: signed by the coordinator, opened by the
+    # worker, and the model is whole
+    opened = Codec(2 ** 31, worker).decode(body, GlobalModel,
+                                          {"coordinator": me.public().signing})
+    assert opened.message.version == 5
+    assert all(np.array_equal(a, b) for a, b in zip(opened.message.weights, LAYERS, strict=True))
+
