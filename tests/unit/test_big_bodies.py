@@ -1,11 +1,13 @@
 """What a large model costs the coordinator in memory (issue 15, the 1 GB benchmark): a body
 reassembled from chunks is decoded without a copy, the start-up check that the model fits
-the body limit encodes it only when it is close to the limit, and the model is sent in
-chunks copied from its weights (no encoded copy kept between requests)."""
+the body limit encodes it only when it is close to the limit, the model is sent in chunks
+copied from its weights (no encoded copy kept between requests), and a FedAsync step writes
+the new model into the update's own reassembled body."""
 
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 from typing import Any, cast
 from unittest import mock
 
@@ -19,6 +21,7 @@ from common.errors import ConfigError
 from common.messages import GlobalModel, ModelRequest, WeightUpdate
 from common.topology import REPLY_TO, Topology
 from coordinator.outbox import Outbox
+from coordinator.strategies import Contribution, FedAsync, mix, staleness_constant
 
 WEIGHTS = (np.arange(64 * 1024, dtype=np.float32).reshape(256, 256), np.ones(7, np.float32))
 
@@ -149,3 +152,45 @@ def test_a_sealed_model_goes_out_in_chunks_that_open_for_its_readers() -> None:
     assert opened.message.version == 5
     assert all(np.array_equal(a, b) for a, b in zip(opened.message.weights, LAYERS, strict=True))
 
+
+def decoded_update(make_body: Callable[[bytes], bytes | bytearray]) -> WeightUpdate:
+    trained = tuple(w + 1 for w in LAYERS)
+    return wire.decode(make_body(wire.encode(WeightUpdate(
+        update_id="u", worker_id="w", task_id="t", base_version=0, num_examples=1,
+        train_seconds=0.0, weights=trained))), WeightUpdate)
+
+
+def test_a_fedasync_step_writes_the_new_model_into_a_reassembled_body() -> None:
+    # Given the global model and an update decoded from a body reassembled from chunks
+    current = [w.copy() for w in LAYERS]
+    update = decoded_update(bytearray)
+    expected = mix(current, [np.array(w) for w in update.weights], 0.6)  # a new array each
+    strategy = FedAsync(alpha=0.6, staleness_fn=staleness_constant)
+    # When FedAsync applies it, memory traced
+    tracemalloc.start()
+    try:
+        result = strategy.submit(current, Contribution(update.weights, False, 0, 1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Then the new model is the same, bit for bit, as a step into new arrays gives
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype
+               for a, b in zip(result, expected, strict=True))
+    # And it lies in the update's body: the step allocated about one layer, not a model
+    assert all(np.shares_memory(r, u) for r, u in zip(result, update.weights, strict=True))
+    assert peak < 2 * LAYERS[0].nbytes
+    # And the current model was not touched
+    assert all(np.array_equal(c, w) for c, w in zip(current, LAYERS, strict=True))
+
+
+def test_a_fedasync_step_leaves_any_other_update_alone() -> None:
+    # Given an update decoded from an immutable body (a whole delivery) and current weights
+    current = [w.copy() for w in LAYERS]
+    update = decoded_update(bytes)
+    # When FedAsync applies it
+    result = FedAsync(alpha=0.6, staleness_fn=staleness_constant).submit(
+        current, Contribution(update.weights, False, 0, 1))
+    # Then the result is new arrays, and neither the update nor the current model changed
+    assert not any(np.shares_memory(r, u) for r, u in zip(result, update.weights, strict=True))
+    assert all(np.array_equal(u, w + 1) for u, w in zip(update.weights, LAYERS, strict=True))
+    assert all(np.array_equal(c, w) for c, w in zip(current, LAYERS, strict=True))
