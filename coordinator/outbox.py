@@ -9,6 +9,9 @@ encoded once per version, when it is first asked for, as pieces (common/codec.py
 small headers and views of the weights themselves, from which each chunk is copied as it is sent,
 so no encoded copy of the model stays in memory between requests (a 1 GB copy of a 1 GB model:
 docs/benchmarks.md); in sealed mode the sealed body, whole (it is encrypted and signed as one).
+Nor is a model sent in chunks held twice: once a newer version is made, the announced one is
+let go (`superseded`), and model requests wait for the next announcement (its checkpoint is
+being written: seconds for a 1 GB model), which they get.
 
 Tasks, notices, events and model replies go out on a channel without publisher confirms
 (`attach`): profiled in `fedmq bench scale`, waiting for a confirm per task and per model reply
@@ -61,7 +64,8 @@ class Outbox:
         self.fingerprint = fingerprint
         self.readers = readers  # who may read a model (sealed mode), asked at every encoding
         self.model_version = -1
-        self.model_weights: Sequence[np.ndarray] = ()  # the last announced version's
+        self.model_weights: Sequence[np.ndarray] | None = ()  # the last announced version's
+        self.waiting: list[Delivery] = []  # model requests while those weights are let go
         self.model_pieces: list[bytes | memoryview] | None = None  # ... encoded, once asked for
         self.model_digest: str | None = None  # ... and its SHA-256, when it is sent in chunks
         self.unconfirmed: Broker | None = None  # the session's channel without confirms
@@ -69,6 +73,7 @@ class Outbox:
     def attach(self, broker: Broker) -> None:
         """A new session: open its channel without confirms (see the module docstring)."""
         self.unconfirmed = broker.open_channel(confirms=False)
+        self.waiting = []  # deliveries of the lost connection: the broker delivers them again
 
     def _out(self, broker: Broker) -> Broker:
         return broker if self.unconfirmed is None else self.unconfirmed
@@ -98,18 +103,33 @@ class Outbox:
     def task(self, broker: Broker, task: TrainTask) -> None:
         self._out(broker).publish("", self.topology.tasks, self.codec.encode(task))
 
-    def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray]) -> None:
+    def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray],
+                  current: bool = True) -> None:
         """Announce `version` (its weights are kept, not copied: the core replaces, never
-        mutates, its arrays) and answer model requests with it from now on."""
+        mutates, its arrays) and answer model requests with it from now on; unless a newer
+        version was made since (`current` False: see `superseded`)."""
         self.model_version, self.model_weights, self.model_pieces = version, weights, None
         self.model_digest = None
         notice = ModelNotice(version=version, fingerprint=self.fingerprint)
         self._out(broker).publish(self.topology.model, "", self.codec.encode(notice),
                                   persistent=False)
+        if not current:
+            self.superseded()
+        waiting, self.waiting = self.waiting, []
+        for delivery in waiting:
+            self.reply_model(broker, delivery)
+
+    def superseded(self) -> None:
+        """A version newer than the announced one was made: let go of the announced one if it
+        is sent in chunks (a large model is not kept twice); model requests then wait for the
+        next announcement."""
+        if self.model_weights and sum(w.nbytes for w in self.model_weights) > self.chunk_bytes:
+            self.model_weights, self.model_pieces, self.model_digest = None, None, None
 
     def model(self) -> list[bytes | memoryview]:
         """The last announced model, encoded as pieces that join into its body (once per
         version; see the module docstring)."""
+        assert self.model_weights is not None, "requests wait while the weights are let go"
         if self.model_pieces is None:
             self.model_pieces = self.codec.encode_pieces(
                 GlobalModel(version=self.model_version, fingerprint=self.fingerprint,
@@ -117,7 +137,11 @@ class Outbox:
         return self.model_pieces
 
     def reply_model(self, broker: Broker, delivery: Delivery) -> None:
-        """Answer a late worker's model request with the last broadcast model; then ack it."""
+        """Answer a late worker's model request with the last broadcast model; then ack it
+        (while that model is let go, the request waits for the next one: `superseded`)."""
+        if self.model_weights is None:
+            self.waiting.append(delivery)
+            return
         try:
             self._reply(broker, delivery)
         finally:

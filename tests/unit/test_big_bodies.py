@@ -1,12 +1,13 @@
 """What a large model costs the coordinator in memory (issue 15, the 1 GB benchmark): a body
 reassembled from chunks is decoded without a copy, the start-up check that the model fits
 the body limit encodes it only when it is close to the limit, the model is sent in chunks
-copied from its weights (no encoded copy kept between requests), and a FedAsync step writes
-the new model into the update's own reassembled body."""
+copied from its weights (no encoded copy kept between requests, none of a version already
+replaced), and a FedAsync step writes the new model into the update's own reassembled body."""
 
 from __future__ import annotations
 
 import tracemalloc
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 from unittest import mock
@@ -194,3 +195,52 @@ def test_a_fedasync_step_leaves_any_other_update_alone() -> None:
     assert not any(np.shares_memory(r, u) for r, u in zip(result, update.weights, strict=True))
     assert all(np.array_equal(u, w + 1) for u, w in zip(update.weights, LAYERS, strict=True))
     assert all(np.array_equal(c, w) for c, w in zip(current, LAYERS, strict=True))
+
+
+def test_a_large_model_is_let_go_once_a_newer_version_is_made_and_requests_wait() -> None:
+    # Given an outbox that announced version 3 of a model sent in chunks
+    box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
+    broker = RecordingBroker()
+    announced = [w.copy() for w in LAYERS]
+    box.broadcast(cast(Broker, broker), 3, announced)
+    alive = weakref.ref(announced[0])
+    # When version 4 is made (its checkpoint not yet written) and a worker asks for the model
+    box.superseded()
+    del announced
+    waiting = ask(box, broker, "w0")
+    # Then version 3 is no longer held, and the request waits, unanswered and unacked
+    assert alive() is None
+    assert waiting == [] and broker.acked == []
+    # And when version 4 is announced, the request gets it and is acked
+    box.broadcast(cast(Broker, broker), 4, list(LAYERS))
+    reply = [(body, headers) for _, body, headers in broker.published if headers]
+    assert wire.decode(joined(reply), GlobalModel).version == 4
+    assert len(broker.acked) == 1
+
+
+def test_an_announced_version_already_replaced_is_not_kept_unless_it_is_small() -> None:
+    # Given a version announced once its checkpoint is written, when a newer one was made since
+    large = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
+    small = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=2 ** 30)
+    for box in (large, small):
+        box.broadcast(cast(Broker, RecordingBroker()), 3, list(LAYERS), current=False)
+    # Then a model sent in chunks is not kept (requests wait for the next), a small one is (as
+    # before: it is answered at once)
+    assert large.model_weights is None
+    broker = RecordingBroker()
+    assert len(ask(small, broker, "w0")) == 1 and len(broker.acked) == 1
+
+
+def test_requests_waiting_on_a_lost_connection_are_dropped() -> None:
+    # Given a request waiting for the next version
+    box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
+    broker = RecordingBroker()
+    box.broadcast(cast(Broker, broker), 3, list(LAYERS))
+    box.superseded()
+    ask(box, broker, "w0")
+    # When a new session attaches (the broker delivers the request again on it)
+    box.attach(cast(Broker, mock.Mock()))
+    box.broadcast(cast(Broker, broker), 4, list(LAYERS))
+    # Then the old delivery is neither answered nor acked
+    assert [h for _, _, h in broker.published if h] == [] and broker.acked == []
+
