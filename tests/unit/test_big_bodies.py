@@ -2,13 +2,15 @@
 reassembled from chunks is decoded without a copy, the start-up check that the model fits
 the body limit encodes it only when it is close to the limit, the model is sent in chunks
 copied from its weights (no encoded copy kept between requests, none of a version already
-replaced), and a FedAsync step writes the new model into the update's own reassembled body."""
+replaced), a FedAsync step writes the new model into the update's own reassembled body, and the
+final .keras file is written without its weights whole in memory."""
 
 from __future__ import annotations
 
 import tracemalloc
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 from unittest import mock
 
@@ -21,6 +23,7 @@ from common.codec import Codec
 from common.errors import ConfigError
 from common.messages import GlobalModel, ModelRequest, WeightUpdate
 from common.topology import REPLY_TO, Topology
+from coordinator.evaluation import Evaluator
 from coordinator.outbox import Outbox
 from coordinator.strategies import Contribution, FedAsync, mix, staleness_constant
 
@@ -244,3 +247,24 @@ def test_requests_waiting_on_a_lost_connection_are_dropped() -> None:
     # Then the old delivery is neither answered nor acked
     assert [h for _, _, h in broker.published if h] == [] and broker.acked == []
 
+
+def test_the_final_model_file_is_written_without_its_weights_whole_in_memory(
+        tmp_path: Path) -> None:
+    # Given an evaluator's Keras model of 8 layers of 1 MiB, and final weights for it
+    import keras
+    model = keras.Sequential([keras.Input((512,)),
+                              *(keras.layers.Dense(512) for _ in range(8))])
+    weights = [np.asarray(w) + 1 for w in model.get_weights()]
+    path = tmp_path / "final_model.keras"
+    # When the final model is saved, memory traced
+    tracemalloc.start()
+    try:
+        Evaluator(model, None, None).save(weights, str(path))
+        held, peak = tracemalloc.get_traced_memory()  # held: the weights now in the model
+    finally:
+        tracemalloc.stop()
+    # Then the file is a Keras model with those weights, written without more than a few
+    # layers in memory at once besides the model's own (Keras's own way: two more copies)
+    saved = keras.models.load_model(path).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(saved, weights, strict=True))
+    assert peak - held < sum(w.nbytes for w in weights) // 2
