@@ -212,6 +212,7 @@ class Background:
             except Exception:  # one failed evaluation must not end the job's evaluations
                 log.exception("evaluation of version %d failed", version)
                 done = []
+            del weights  # not kept while the thread waits: a version the core let go of
             with self._lock:
                 self._busy, self._done = False, self._done + done
                 self._lock.notify_all()
