@@ -15,6 +15,8 @@ from common.arrays import Arrays
 from coordinator.strategies.base import Contribution, as_model
 from coordinator.strategies.staleness import StalenessFn
 
+BLOCK = 1 << 20  # elements mixed at a time into an update's own memory
+
 
 def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float) -> Arrays:
     """(1 - weight) * current + weight * new, layer by layer, keeping each layer's dtype.
@@ -32,7 +34,10 @@ def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float)
             out += np.multiply(n, weight).astype(out.dtype, copy=False)
         else:  # the same two products and sum (in the other order: the same bits)
             np.multiply(out, weight, out=out)
-            out += np.multiply(c, 1.0 - weight)
+            flat, current_flat = out.reshape(-1), c.reshape(-1)
+            for start in range(0, flat.size, BLOCK):  # a temporary of a block, not a layer
+                block = slice(start, start + BLOCK)
+                flat[block] += np.multiply(current_flat[block], 1.0 - weight)
         mixed.append(out.astype(c.dtype, copy=False))
     return mixed
 
