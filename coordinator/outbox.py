@@ -140,6 +140,9 @@ class Outbox:
         """Answer a late worker's model request with the last broadcast model; then ack it
         (while that model is let go, the request waits for the next one: `superseded`)."""
         if self.model_weights is None:
+            for older in [d for d in self.waiting if d.reply_to == delivery.reply_to]:
+                self.waiting.remove(older)  # the same worker asking again: one reply will do
+                broker.ack(older)
             self.waiting.append(delivery)
             return
         try:
