@@ -16,10 +16,11 @@ import numpy as np
 INPUTS, CLASSES = 32, 10
 # name -> hidden layer widths; float32 parameters: 20 KB, 4 MB, 40 MB, 400 MB, and 1 GB
 # (250.2M parameters in 17 layers, the largest 67 MB: many layers, as real models of that size
-# have, rather than two of 500 MB)
+# have, rather than two of 500 MB); "200mb" has four of the 1 GB model's 66.7 MB layers (50.1M
+# parameters), to try out its memory profile in a few minutes
 HIDDEN: dict[str, tuple[int, ...]] = {
     "20kb": (118,), "4mb": (980, 980), "40mb": (3140, 3140), "400mb": (9980, 9980),
-    "1gb": (4082,) * 16,
+    "200mb": (4082,) * 4, "1gb": (4082,) * 16,
 }
 
 
@@ -60,6 +61,10 @@ def mlp_40mb() -> Any:
 
 def mlp_400mb() -> Any:
     return build("400mb")
+
+
+def mlp_200mb() -> Any:
+    return build("200mb")
 
 
 def mlp_1gb() -> Any:

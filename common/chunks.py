@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -108,6 +108,38 @@ def publish(send: Callable[..., None], body: bytes, chunk_bytes: int,
         return
     for header, part in split(body, chunk_bytes, body_digest):
         send(bytes(part), headers=header.fields())
+
+
+def split_pieces(pieces: Sequence[bytes | memoryview], chunk_bytes: int, body_digest: str,
+                 ) -> Iterator[tuple[ChunkHeader, bytes]]:
+    """The chunks `split` makes of the body the pieces join into (common/wire.py's
+    `encode_pieces`), without that body ever being whole: one chunk at a time is copied out.
+    `body_digest`: `digest_pieces(pieces)`, computed once for a model sent to many workers."""
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    total, transfer_id = sum(len(view) for view in views), uuid.uuid4().hex
+    count = max(1, -(-total // chunk_bytes))
+    for index in range(count):
+        yield (ChunkHeader(transfer_id, index, count, total, body_digest),
+               b"".join(_take(views, chunk_bytes)))
+
+
+def _take(views: list[memoryview], size: int) -> Iterator[memoryview]:
+    """Up to `size` bytes from the front of `views`, consumed as they are taken."""
+    while size and views:
+        taken = views[0][:size]
+        views[0] = views[0][len(taken):]
+        if not len(views[0]):
+            views.pop(0)
+        size -= len(taken)
+        yield taken
+
+
+def digest_pieces(pieces: Sequence[bytes | memoryview]) -> str:
+    """`digest` of the body the pieces join into."""
+    sha = hashlib.sha256()
+    for piece in pieces:
+        sha.update(piece)
+    return sha.hexdigest()
 
 
 class Store(Protocol):

@@ -50,6 +50,16 @@ class Codec:
             return wire.encode(message)
         return sealed_wire.encode_sealed(message, self.identity, recipients)
 
+    def encode_pieces(self, message: Message,
+                      recipients: Mapping[str, X25519PublicKey] | None = None,
+                      ) -> list[bytes | memoryview]:
+        """`encode` as pieces whose concatenation is the body. Plain: views of the message's
+        arrays, no copy (common/chunks.py sends them in chunks, never joined whole). Sealed:
+        the one sealed body, whole (its payload is encrypted and signed as one)."""
+        if self.identity is None:
+            return wire.encode_pieces(message)
+        return [self.encode(message, recipients)]
+
     def decode(self, body: bytes | bytearray, expect: type[T],
                trusted: Mapping[str, Ed25519PublicKey] | None = None) -> Opened[T]:
         """The message of `body`, which must be an `expect`; sealed mode accepts only signers

@@ -172,12 +172,19 @@ def from_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_BYTES,
 def encode(message: Message) -> bytes:
     """Message to bytes for the broker: `pack_envelope(to_envelope(message))`, byte for byte,
     with the arrays' memory copied once (into the body) instead of through a payload first."""
+    return b"".join(encode_pieces(message))
+
+
+def encode_pieces(message: Message) -> list[bytes | memoryview]:
+    """`encode(message)` before it is joined: small pieces and views of the arrays' memory (no
+    copy), to be sent in chunks without the whole body ever being in memory (the arrays must
+    not change while the pieces are in use)."""
     header, fields = _split(message)
     payload = wire_bulk.pieces(fields)
     head = {"schema": SCHEMA, "kind": message.KIND, "header": header, "payload": b""}
     prefix = msgpack.packb(head, use_bin_type=True)[:-2]  # without the empty payload's c4 00
     size = sum(piece.nbytes if isinstance(piece, memoryview) else len(piece) for piece in payload)
-    return b"".join([prefix, wire_bulk.bin_header(size), *payload])
+    return [prefix, wire_bulk.bin_header(size), *payload]
 
 
 def decode(body: bytes | bytearray, expect: type[T] | None = None,

@@ -9,9 +9,10 @@ job is then evaluated on the workers (coordinator/federated_eval.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,11 +78,37 @@ class Evaluator:
         return score.accuracy
 
     def save(self, weights: list[np.ndarray], path: str) -> None:
-        """Write the weights as a complete `.keras` model file."""
+        """Write the weights as a complete `.keras` model file (its weights through a temporary
+        file next to it, not through memory: see `weights_through_disk`)."""
         self.model.set_weights(weights)
         if self.task is None:
             models.compile_for_training(self.model, learning_rate=0.1)
-        self.model.save(path)
+        with weights_through_disk():
+            self.model.save(path)
+
+
+@contextlib.contextmanager
+def weights_through_disk() -> Iterator[None]:
+    """Make Keras 3 write a `.keras` file's weights to a temporary file and then into the
+    archive, as it does when it finds memory short, instead of into memory and then into the
+    archive, which holds two more copies of the model for a moment (a 1 GB model's final save
+    set the coordinator's peak: docs/benchmarks.md). Keras has no option for it, so its
+    memory check is answered for the time of the save; a Keras without that check saves as
+    it does."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: nothing to choose
+        yield
+        return
+    check = getattr(saving_lib, "is_memory_sufficient", None)
+    if check is None:
+        yield
+        return
+    saving_lib.is_memory_sufficient = lambda model: False
+    try:
+        yield
+    finally:
+        saving_lib.is_memory_sufficient = check
 
 
 def for_job(settings: CoordinatorSettings) -> tuple[Evaluator, str, list[np.ndarray]]:
@@ -185,6 +212,7 @@ class Background:
             except Exception:  # one failed evaluation must not end the job's evaluations
                 log.exception("evaluation of version %d failed", version)
                 done = []
+            del weights  # not kept while the thread waits: a version the core let go of
             with self._lock:
                 self._busy, self._done = False, self._done + done
                 self._lock.notify_all()

@@ -3,9 +3,15 @@
 Model traffic grows with tasks, not with workers x versions: each new version is announced on the
 `fedmq.model` fanout exchange as a small `ModelNotice`, and a worker fetches the model it needs
 (once per task, only when the one it holds is older than the task's `min_version`) with a model
-request answered through RabbitMQ's direct reply-to. The model is encoded once per version, when
-it is first asked for, and always the last announced one: a version that is in the checkpoint
-(a restart would take a newer one back).
+request answered through RabbitMQ's direct reply-to. The model served is always the last
+announced one: a version that is in the checkpoint (a restart would take a newer one back). It is
+encoded once per version, when it is first asked for, as pieces (common/codec.py): in plain mode
+small headers and views of the weights themselves, from which each chunk is copied as it is sent,
+so no encoded copy of the model stays in memory between requests (a 1 GB copy of a 1 GB model:
+docs/benchmarks.md); in sealed mode the sealed body, whole (it is encrypted and signed as one).
+Nor is a model sent in chunks held twice: once a newer version is made, the announced one is
+let go (`superseded`), and model requests wait for the next announcement (its checkpoint is
+being written: seconds for a 1 GB model), which they get.
 
 Tasks, notices, events and model replies go out on a channel without publisher confirms
 (`attach`): profiled in `fedmq bench scale`, waiting for a confirm per task and per model reply
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -59,14 +64,16 @@ class Outbox:
         self.fingerprint = fingerprint
         self.readers = readers  # who may read a model (sealed mode), asked at every encoding
         self.model_version = -1
-        self.model_weights: Sequence[np.ndarray] = ()  # the last announced version's
-        self.model_body: bytes | None = None  # ... encoded, once it was asked for
+        self.model_weights: Sequence[np.ndarray] | None = ()  # the last announced version's
+        self.waiting: list[Delivery] = []  # model requests while those weights are let go
+        self.model_pieces: list[bytes | memoryview] | None = None  # ... encoded, once asked for
         self.model_digest: str | None = None  # ... and its SHA-256, when it is sent in chunks
         self.unconfirmed: Broker | None = None  # the session's channel without confirms
 
     def attach(self, broker: Broker) -> None:
         """A new session: open its channel without confirms (see the module docstring)."""
         self.unconfirmed = broker.open_channel(confirms=False)
+        self.waiting = []  # deliveries of the lost connection: the broker delivers them again
 
     def _out(self, broker: Broker) -> Broker:
         return broker if self.unconfirmed is None else self.unconfirmed
@@ -96,25 +103,48 @@ class Outbox:
     def task(self, broker: Broker, task: TrainTask) -> None:
         self._out(broker).publish("", self.topology.tasks, self.codec.encode(task))
 
-    def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray]) -> None:
+    def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray],
+                  current: bool = True) -> None:
         """Announce `version` (its weights are kept, not copied: the core replaces, never
-        mutates, its arrays) and answer model requests with it from now on."""
-        self.model_version, self.model_weights, self.model_body = version, weights, None
+        mutates, its arrays) and answer model requests with it from now on; unless a newer
+        version was made since (`current` False: see `superseded`)."""
+        self.model_version, self.model_weights, self.model_pieces = version, weights, None
         self.model_digest = None
         notice = ModelNotice(version=version, fingerprint=self.fingerprint)
         self._out(broker).publish(self.topology.model, "", self.codec.encode(notice),
                                   persistent=False)
+        if not current:
+            self.superseded()
+        waiting, self.waiting = self.waiting, []
+        for delivery in waiting:
+            self.reply_model(broker, delivery)
 
-    def model(self) -> bytes:
-        """The last announced model, encoded (once per version)."""
-        if self.model_body is None:
-            self.model_body = self.codec.encode(
+    def superseded(self) -> None:
+        """A version newer than the announced one was made: let go of the announced one if it
+        is sent in chunks (a large model is not kept twice); model requests then wait for the
+        next announcement."""
+        if self.model_weights and sum(w.nbytes for w in self.model_weights) > self.chunk_bytes:
+            self.model_weights, self.model_pieces, self.model_digest = None, None, None
+
+    def model(self) -> list[bytes | memoryview]:
+        """The last announced model, encoded as pieces that join into its body (once per
+        version; see the module docstring)."""
+        assert self.model_weights is not None, "requests wait while the weights are let go"
+        if self.model_pieces is None:
+            self.model_pieces = self.codec.encode_pieces(
                 GlobalModel(version=self.model_version, fingerprint=self.fingerprint,
                             weights=tuple(self.model_weights)), self.readers())
-        return self.model_body
+        return self.model_pieces
 
     def reply_model(self, broker: Broker, delivery: Delivery) -> None:
-        """Answer a late worker's model request with the last broadcast model; then ack it."""
+        """Answer a late worker's model request with the last broadcast model; then ack it
+        (while that model is let go, the request waits for the next one: `superseded`)."""
+        if self.model_weights is None:
+            for older in [d for d in self.waiting if d.reply_to == delivery.reply_to]:
+                self.waiting.remove(older)  # the same worker asking again: one reply will do
+                broker.ack(older)
+            self.waiting.append(delivery)
+            return
         try:
             self._reply(broker, delivery)
         finally:
@@ -136,14 +166,18 @@ class Outbox:
         assert self.model_version >= 0, "a session announces a version before it serves requests"
         log.debug("sending version %d to %s (it holds %d)", self.model_version,
                   request.worker_id, request.have_version)
-        body, broker = self.model(), self._out(broker)
-        if len(body) > self.chunk_bytes and self.model_digest is None:
-            self.model_digest = chunks.digest(body)
-        # chunks all in order on this channel, a new transfer id per reply (a worker that
+        pieces, broker = self.model(), self._out(broker)
+        if sum(memoryview(piece).nbytes for piece in pieces) <= self.chunk_bytes:
+            broker.publish("", reply_to, b"".join(pieces),
+                           correlation_id=delivery.correlation_id, persistent=False)
+            return
+        if self.model_digest is None:
+            self.model_digest = chunks.digest_pieces(pieces)
+        # all chunks in order on this channel, a new transfer id per reply (a worker that
         # gave up on an earlier reply asks again and gets a fresh transfer)
-        chunks.publish(partial(broker.publish, "", reply_to,
-                               correlation_id=delivery.correlation_id, persistent=False),
-                       body, self.chunk_bytes, self.model_digest)
+        for header, part in chunks.split_pieces(pieces, self.chunk_bytes, self.model_digest):
+            broker.publish("", reply_to, part, headers=header.fields(),
+                           correlation_id=delivery.correlation_id, persistent=False)
 
     def event(self, broker: Broker, job: str, name: str, **fields: Any) -> None:
         body = wire.encode(Event(name=name, job=job, fields=fields))

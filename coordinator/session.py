@@ -245,12 +245,13 @@ class Coordinator:
         self.progress.new_version(version, self.core.applied)
         self.commit.version({"version": version, "staleness": staleness, "worker": worker_id,
                              "epsilon": epsilon})
+        self.outbox.superseded()  # a large model's announced version is not kept besides it
 
     def _announce(self, broker: Broker, versions: list[dict[str, Any]],
                   model: tuple[int, Any]) -> None:
         """Broadcast `model` (the checkpointed one); events for each new version; evaluate
         every k (on the evaluation thread: `_pump` records the result)."""
-        self.outbox.broadcast(broker, *model)
+        self.outbox.broadcast(broker, *model, current=model[0] == self.core.version)
         for fields in versions:
             self.outbox.event(broker, self.settings.job, "version", **fields)
         if self.scoring.due(versions):

@@ -15,19 +15,46 @@ from common.arrays import Arrays
 from coordinator.strategies.base import Contribution, as_model
 from coordinator.strategies.staleness import StalenessFn
 
+BLOCK = 1 << 20  # elements mixed at a time into an update's own memory
+
 
 def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float) -> Arrays:
     """(1 - weight) * current + weight * new, layer by layer, keeping each layer's dtype.
 
     The sum is taken in place: the same arithmetic, bit for bit, with one temporary array
     fewer (about 20 % faster on 10M float32 parameters here; the step was 17 % of the
-    coordinator's busy time at 40 MB in `fedmq bench scale`)."""
+    coordinator's busy time at 40 MB in `fedmq bench scale`). A layer of `new` that is a
+    body's own memory (`spare`) is written over instead of a new array being made: the new
+    model then costs no memory beyond the update's (a 1 GB model: docs/benchmarks.md)."""
     mixed = []
     for c, n in zip(current, new, strict=True):
-        out = np.multiply(c, 1.0 - weight)
-        out += np.multiply(n, weight).astype(out.dtype, copy=False)
+        out = spare(n) if np.result_type(c, n, weight) == c.dtype == n.dtype else None
+        if out is None:
+            out = np.multiply(c, 1.0 - weight)
+            out += np.multiply(n, weight).astype(out.dtype, copy=False)
+        else:  # the same two products and sum (in the other order: the same bits)
+            np.multiply(out, weight, out=out)
+            flat, current_flat = out.reshape(-1), c.reshape(-1)
+            for start in range(0, flat.size, BLOCK):  # a temporary of a block, not a layer
+                block = slice(start, start + BLOCK)
+                flat[block] += np.multiply(current_flat[block], 1.0 - weight)
         mixed.append(out.astype(c.dtype, copy=False))
     return mixed
+
+
+def spare(array: np.ndarray) -> np.ndarray | None:
+    """`array`'s memory, writable, if it is a read-only view of a bytearray: common/wire.py
+    decodes a body reassembled from chunks so, and that body is the update's alone (the
+    coordinator reads nothing of it after the step). None for any other array."""
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if (array.flags.writeable or not array.flags.c_contiguous
+            or not isinstance(base, memoryview) or not isinstance(base.obj, bytearray)):
+        return None
+    body = np.frombuffer(base.obj, np.uint8)
+    offset = array.__array_interface__["data"][0] - body.__array_interface__["data"][0]
+    return np.frombuffer(base.obj, array.dtype, array.size, offset).reshape(array.shape)
 
 
 def fedasync_step(current: Sequence[np.ndarray], new: Sequence[np.ndarray], alpha: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -71,3 +72,18 @@ def test_a_failed_evaluation_does_not_stop_the_next() -> None:
     background.submit(2, model(0.2), at=2.0)
     # Then the second is scored
     assert [s.version for s in background.idle()] == [2]
+
+
+def test_the_thread_keeps_no_weights_once_it_has_scored_them() -> None:
+    # Given an evaluation thread that scored version 1
+    evaluator = SlowEvaluator()
+    evaluator.gate.set()
+    background = Background(evaluator)
+    weights = model(0.1)
+    alive = weakref.ref(weights[0])
+    background.submit(1, weights, at=1.0)
+    assert [s.version for s in background.idle()] == [1]
+    # When the caller lets go of those weights (the core made a newer version)
+    del weights
+    # Then nothing keeps them while the thread waits (a large model's old version)
+    assert alive() is None

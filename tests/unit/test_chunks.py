@@ -124,6 +124,25 @@ def test_a_small_body_is_one_chunk() -> None:
     assert reassembler().add(header, data).body == b"abc"
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100, 250, 10_000])
+def test_chunks_of_pieces_are_the_chunks_of_the_joined_body(chunk_bytes: int) -> None:
+    # Given a body given as pieces of uneven sizes (an empty one among them), as
+    # wire.encode_pieces gives a model
+    buffers: list[bytes | memoryview] = [b"head", memoryview(os.urandom(123)), b"",
+                                         memoryview(os.urandom(127)), b"x"]
+    body = b"".join(buffers)
+    # When it is split from the pieces, with the digest of the pieces
+    digest = chunks.digest_pieces(buffers)
+    split = list(chunks.split_pieces(buffers, chunk_bytes, digest))
+    # Then the chunks and headers are those of the joined body (but for the transfer id)
+    expected = list(chunks.split(body, chunk_bytes))
+    assert digest == chunks.digest(body)
+    assert [part for _, part in split] == [bytes(part) for _, part in expected]
+    assert [(h.index, h.count, h.total, h.digest) for h, _ in split] == [
+        (h.index, h.count, h.total, h.digest) for h, _ in expected]
+    assert len({h.transfer_id for h, _ in split}) == 1
+
+
 def spool(root: Path) -> Spool:
     return Spool(root, max_body_bytes=10_000, max_partials=4, expiry_seconds=30)
 
