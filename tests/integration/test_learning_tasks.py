@@ -1,7 +1,8 @@
 """The user's own learning task on the real broker (tests/integration/learning_tasks.py): a
 regression, a binary sigmoid and a multi-label job each run to their end with the task's loss and
 metrics, evaluated on the workers' validation splits; the regression's coordinator holds no data
-at all and ends with federated metrics only; a model that cannot fit its labels stops at start."""
+at all and ends with federated metrics only; a sealed job evaluates on the sites with every report
+signed and sealed to the coordinator; a model that cannot fit its labels stops at start."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ from typing import Any
 
 import pytest
 
-from tests.integration.support import Processes, read_summary
+from common import identity
+from common.amqp import Broker
+from common.codec import Codec
+from common.errors import DecodeError
+from common.messages import EvalReport
+from common.topology import EVAL_REPORT_KEY, Topology
+from tests.integration.broker_tools import declare_queue
+from tests.integration.support import Processes, drain, keys_cli, read_summary
 
 pytestmark = pytest.mark.integration
 TASKS = "tests.integration.learning_tasks"
 SHARED: dict[str, Any] = {"num_shards": 2, "validation_fraction": 0.25}
 
 
-def run_job(procs: Processes, out: Path, task: str, **coordinator: Any) -> dict[str, Any]:
-    """Two workers (each its shard) and a FedBuff coordinator; the job's summary."""
+def run_job(procs: Processes, out: Path, task: str, worker: dict[str, Any] | None = None,
+            **coordinator: Any) -> dict[str, Any]:
+    """Two workers (each its shard) and a FedBuff coordinator; the job's summary. `worker`:
+    settings of the two workers, by site (0, 1) -> settings."""
     for site in range(2):
-        procs.start("worker", task=f"{TASKS}:{task}", worker_id=f"site-{site}", **SHARED)
+        procs.start("worker", task=f"{TASKS}:{task}", worker_id=f"site-{site}", **SHARED,
+                    **(worker or {}).get(site, {}))
     job = procs.start("coordinator", task=f"{TASKS}:{task}", strategy="fedbuff",
                       buffer_size=2, concurrency=2, max_updates=10, eval_every=2,
                       drain_seconds=5, out=out, **SHARED, **coordinator)
@@ -55,6 +66,44 @@ def test_a_regression_with_no_data_on_the_coordinator_ends_with_federated_metric
     assert len(rows) >= 3 and all(r["accuracy"] == "" for r in history(out))
     assert float(rows[-1]["fed_metric"]) < float(rows[0]["fed_metric"]), rows
     assert all(float(r["worst_metric"]) >= float(r["fed_metric"]) - 1e-9 for r in rows)
+
+
+def test_a_sealed_job_evaluates_on_the_sites_with_sealed_reports(
+        procs: Processes, tmp_path: Path, amqp_url: str, topology: Topology) -> None:
+    # Given identities for the coordinator and two registered sites, and a tap on the reports
+    keys = tmp_path / "keys"
+    for name in ("coordinator", "site-0", "site-1"):
+        keys_cli("generate", name, "--dir", str(keys))
+    for name in ("site-0", "site-1"):
+        keys_cli("register", str(keys / f"{name}.pub"), "--registry", str(keys / "reg.json"))
+    tap = Broker(amqp_url, name="fedmq-test-report-tap")
+    tapped = f"fedmq.{topology.job}.report-tap"
+    try:
+        tap.declare(topology)
+        declare_queue(tap, tapped, bind_to=topology.inbox, routing_key=EVAL_REPORT_KEY,
+                      durable=False)
+        # When a sealed binary job runs with federated evaluation
+        sites = {site: {"identity": keys / f"site-{site}.key",
+                        "coordinator_key": keys / "coordinator.pub"} for site in range(2)}
+        summary = run_job(procs, tmp_path / "out", "binary", worker=sites,
+                          identity=keys / "coordinator.key", registry=keys / "reg.json",
+                          target_metric="auc", learning_rate=0.5)
+        reports = [d.body for d in drain(tap, tapped)]
+    finally:
+        tap.delete_queue(tapped)
+        tap.close()
+    # Then both sites evaluated the final version
+    assert summary["federated"]["workers"] == 2, summary["federated"]
+    assert summary["federated"]["mean"]["auc"] > 0.8
+    # and every report on the wire is signed by its site and opens only with the coordinator's key
+    assert len(reports) >= 4, len(reports)
+    me = identity.load_identity(keys / "coordinator.key")
+    trusted = {f"site-{i}": identity.load_public(keys / f"site-{i}.pub").signing for i in (0, 1)}
+    for body in reports:
+        with pytest.raises(DecodeError):
+            Codec(2**30).decode(body, EvalReport)  # without a key: not readable
+        report = Codec(2**30, me).decode(body, EvalReport, trusted).message
+        assert report.worker_id in trusted and 0 <= report.metrics["auc"] <= 1, report
 
 
 @pytest.mark.parametrize("task", ["binary", "multilabel"])
