@@ -106,18 +106,23 @@ class Outbox:
     def broadcast(self, broker: Broker, version: int, weights: Sequence[np.ndarray],
                   current: bool = True) -> None:
         """Announce `version` (its weights are kept, not copied: the core replaces, never
-        mutates, its arrays) and answer model requests with it from now on; unless a newer
-        version was made since (`current` False: see `superseded`)."""
+        mutates, its arrays), answer the requests waiting for a model with it, and answer
+        model requests with it from now on; unless a newer version was made since (`current`
+        False: then it is let go after the waiting requests got it, see `superseded`)."""
         self.model_version, self.model_weights, self.model_pieces = version, weights, None
         self.model_digest = None
         notice = ModelNotice(version=version, fingerprint=self.fingerprint)
         self._out(broker).publish(self.topology.model, "", self.codec.encode(notice),
                                   persistent=False)
-        if not current:
-            self.superseded()
+        # Before letting it go: a request must not wait for an announcement that is still the
+        # newest version, which a busy job (updates applied while each checkpoint is written)
+        # may not make for a long time. The weights are alive for this call anyway, and the
+        # chunks are copied from them one at a time.
         waiting, self.waiting = self.waiting, []
         for delivery in waiting:
             self.reply_model(broker, delivery)
+        if not current:
+            self.superseded()
 
     def superseded(self) -> None:
         """A version newer than the announced one was made: let go of the announced one if it
@@ -168,8 +173,12 @@ class Outbox:
                   request.worker_id, request.have_version)
         pieces, broker = self.model(), self._out(broker)
         if sum(memoryview(piece).nbytes for piece in pieces) <= self.chunk_bytes:
-            broker.publish("", reply_to, b"".join(pieces),
-                           correlation_id=delivery.correlation_id, persistent=False)
+            # a model sent whole is joined once per version and kept (small: it fits a chunk)
+            first = pieces[0]
+            body = first if len(pieces) == 1 and isinstance(first, bytes) else b"".join(pieces)
+            self.model_pieces = [body]
+            broker.publish("", reply_to, body, correlation_id=delivery.correlation_id,
+                           persistent=False)
             return
         if self.model_digest is None:
             self.model_digest = chunks.digest_pieces(pieces)

@@ -237,6 +237,38 @@ def test_an_announced_version_already_replaced_is_not_kept_unless_it_is_small() 
     assert len(ask(small, broker, "w0")) == 1 and len(broker.acked) == 1
 
 
+def test_a_waiting_request_gets_an_announced_version_even_if_a_newer_one_was_made() -> None:
+    # Given a request waiting while version 3 is let go (version 4 made)
+    box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
+    broker = RecordingBroker()
+    box.broadcast(cast(Broker, broker), 3, list(LAYERS))
+    box.superseded()
+    ask(box, broker, "w0")
+    # When version 4 is announced once its checkpoint is written, but version 5 was made
+    # meanwhile (a busy job applies updates while each checkpoint is written)
+    box.broadcast(cast(Broker, broker), 4, list(LAYERS), current=False)
+    # Then the waiting request gets version 4 and is acked (it does not wait for a version
+    # that is the newest when announced, which a busy job may not make for a long time)
+    reply = [(body, headers) for _, body, headers in broker.published if headers]
+    assert wire.decode(joined(reply), GlobalModel).version == 4
+    assert len(broker.acked) == 1 and box.waiting == []
+    # And version 4 is let go after that (a large model is not kept twice)
+    assert box.model_weights is None
+
+
+def test_a_model_sent_whole_is_joined_once_per_version() -> None:
+    # Given a model that fits one message
+    box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=2 ** 30)
+    broker = RecordingBroker()
+    box.broadcast(cast(Broker, broker), 3, list(LAYERS))
+    # When two workers ask for it
+    first, second = ask(box, broker, "w0"), ask(box, broker, "w1")
+    # Then both get the same whole body, joined once and kept for the version's other requests
+    assert len(first) == len(second) == 1 and first[0][0] == second[0][0]
+    assert box.model_pieces is not None and len(box.model_pieces) == 1
+    assert wire.decode(first[0][0], GlobalModel).version == 3
+
+
 def test_requests_waiting_on_a_lost_connection_are_dropped() -> None:
     # Given a request waiting for the next version
     box = Outbox(Topology("j"), Codec(2 ** 31), "f", lambda: None, chunk_bytes=CHUNK)
