@@ -54,11 +54,18 @@ class FederatedLoop:
 
     def on_report(self, broker: Broker, delivery: Delivery) -> None:
         try:
-            report = self.codec.decode(delivery.body, EvalReport,
-                                       self.admission.trusted()).message
+            opened = self.codec.decode(delivery.body, EvalReport, self.admission.trusted())
         except DecodeError as exc:
             self.rounds.refused += 1
             log.warning("evaluation report that cannot be opened dropped: %s", exc.reason)
+            broker.ack(delivery)
+            return
+        report, seal = opened.message, opened.seal
+        if seal is not None and seal.signer != report.worker_id:
+            # a registered site must not report (and weigh) under another site's name
+            self.rounds.refused += 1
+            log.warning("evaluation report dropped: signed by %r but names worker %r",
+                        seal.signer, report.worker_id)
             broker.ack(delivery)
             return
         summary = self.rounds.add(report)

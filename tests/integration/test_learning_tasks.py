@@ -102,7 +102,9 @@ def test_a_sealed_job_evaluates_on_the_sites_with_sealed_reports(
     for body in reports:
         with pytest.raises(DecodeError):
             Codec(2**30).decode(body, EvalReport)  # without a key: not readable
-        report = Codec(2**30, me).decode(body, EvalReport, trusted).message
+        opened = Codec(2**30, me).decode(body, EvalReport, trusted)
+        report = opened.message
+        assert opened.seal is not None and opened.seal.signer == report.worker_id, report
         assert report.worker_id in trusted and 0 <= report.metrics["auc"] <= 1, report
 
 

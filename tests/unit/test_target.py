@@ -7,7 +7,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from common.amqp import Delivery
+from common.codec import Codec
+from common.identity import Identity
 from common.learning_task import LearningTask
+from common.messages import EvalReport
+from common.sealed_wire import encode_sealed
 from common.settings import CoordinatorSettings
 from coordinator.federated_eval import RoundSummary
 from coordinator.federated_loop import FederatedLoop
@@ -57,3 +62,31 @@ def test_a_federated_mae_target_is_reached_below_it() -> None:
     assert record.time_to_target is None
     federated._record(SimpleNamespace(), summary(loss=0.3, mae=0.4))  # type: ignore[arg-type]
     assert record.time_to_target is not None
+
+
+def test_a_sealed_report_signed_by_another_site_than_it_names_is_refused() -> None:
+    # Given a sealed coordinator that trusts two registered sites
+    coordinator = Identity.generate("coordinator")
+    sites = {name: Identity.generate(name) for name in ("site-0", "site-1")}
+    trusted = {name: site.public().signing for name, site in sites.items()}
+    quiet = SimpleNamespace(event=lambda *a, **k: None, federated=lambda *a, **k: None)
+    history = History()
+    federated = FederatedLoop(
+        CoordinatorSettings(), SimpleNamespace(), Codec(2 ** 20, coordinator),  # type: ignore[arg-type]
+        SimpleNamespace(trusted=lambda: trusted), quiet, quiet,  # type: ignore[arg-type]
+        JobRecord(), lambda: history, lambda name: True, judges=False)
+    broker = SimpleNamespace(acked=[])
+    broker.ack = broker.acked.append
+
+    def report(signer: str, names: str) -> Delivery:
+        body = encode_sealed(EvalReport(worker_id=names, request_version=1, version=1,
+                                        num_examples=1000, metrics={"loss": 2.0, "accuracy": 0.1}),
+                             sites[signer], {"coordinator": coordinator.public().encryption})
+        return Delivery(body=body, tag=1, queue="reports")
+
+    # When site-1 reports under site-0's name, and site-0 under its own
+    federated.on_report(broker, report("site-1", "site-0"))  # type: ignore[arg-type]
+    federated.on_report(broker, report("site-0", "site-0"))  # type: ignore[arg-type]
+    # Then the forged one is refused (and acked), and only the genuine one counts
+    assert federated.rounds.refused == 1 and len(broker.acked) == 2
+    assert list(federated.rounds.rounds[1]) == ["site-0"]
