@@ -177,3 +177,22 @@ def test_a_complete_spooled_transfer_is_handed_out_once_then_tombstoned(tmp_path
     assert third.reassembler.add(*parts[-1]).status == "duplicate"
     third.saved()
     assert not list(tmp_path.glob("*/*.chunk"))
+
+
+def test_publish_sends_a_small_body_whole_and_a_large_one_as_its_chunks_in_order() -> None:
+    sent: list[tuple[bytes, dict[str, object]]] = []
+
+    def send(part: bytes, headers: dict[str, object] | None = None) -> None:
+        sent.append((part, headers or {}))
+
+    # A body that fits goes as one message, without chunk headers
+    chunks.publish(send, b"x" * 10, 10)
+    assert sent == [(b"x" * 10, {})]
+    # A larger one goes as its chunks, in order, each with the whole body's header
+    sent.clear()
+    body = bytes(range(256)) * 3
+    chunks.publish(send, body, 100)
+    headers = [chunks.parse(h) for _, h in sent]
+    assert [h.index for h in headers] == list(range(8)) and headers[0].count == 8
+    assert b"".join(part for part, _ in sent) == body
+    assert all(h.total == len(body) and h.digest == chunks.digest(body) for h in headers)
