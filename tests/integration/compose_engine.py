@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from tests.deploy_support import ROOT, TEST_PASSWORDS, compose_config, compose_env
 
@@ -177,6 +180,17 @@ class ComposeStack(Stack):
         project_file = workdir / "docker-compose.resolved.yml"
         project_file.write_text(json.dumps(resolved(self.override), indent=2))
         super().__init__(gen.project, project_file)
+
+
+def metrics_version(port: int) -> int:
+    """The coordinator's global version, from its metrics endpoint on `port` (-1: not
+    serving)."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return -1
+    found = re.search(r"^fedmq_global_version (\S+)$", text, re.MULTILINE)
+    return int(float(found.group(1))) if found else -1
 
 
 def docker(*args: str, timeout: float = 120) -> str:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,6 +96,16 @@ def keys_cli(*args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "fedmq", "keys", *args],
                             capture_output=True, text=True, check=True)
     return result.stdout
+
+
+def sealed_keys(keys: Path, workers: Sequence[str]) -> Path:
+    """Identities in `keys` for the coordinator and `workers`, the workers registered in
+    `keys`/reg.json, as an operator makes them with `fedmq keys`; returns `keys`."""
+    for name in ("coordinator", *workers):
+        keys_cli("generate", name, "--dir", str(keys))
+    for name in workers:
+        keys_cli("register", str(keys / f"{name}.pub"), "--registry", str(keys / "reg.json"))
+    return keys
 
 
 def read_summary(out: Path) -> dict[str, Any]:

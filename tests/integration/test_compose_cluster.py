@@ -14,7 +14,6 @@ printed. Everything is torn down, volumes too, even when a step fails.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,7 +36,14 @@ from tests.integration.compose_cluster import (
     management_url,
     node_name,
 )
-from tests.integration.compose_engine import TRIXIE, docker, ensure_images, password, wait_exit
+from tests.integration.compose_engine import (
+    TRIXIE,
+    docker,
+    ensure_images,
+    metrics_version,
+    password,
+    wait_exit,
+)
 from tests.integration.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -103,12 +109,7 @@ def coordinator_node(index: int) -> str | None:
 
 
 def version() -> int:
-    try:
-        text = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).text
-    except requests.RequestException:
-        return -1
-    found = re.search(r"^fedmq_global_version (\S+)$", text, re.MULTILINE)
-    return int(float(found.group(1))) if found else -1
+    return metrics_version(METRICS_PORT)
 
 
 def the_cluster_forms(stack: ClusterStack) -> None:

@@ -42,6 +42,7 @@ from tests.integration.compose_engine import (
     docker,
     ensure_images,
     inspect,
+    metrics_version,
     password,
     wait_exit,
 )
@@ -100,13 +101,7 @@ def observer(gen: Generation) -> Management:
 
 
 def version(gen: Generation) -> int:
-    """The coordinator's global version, from its metrics endpoint (-1: not serving)."""
-    try:
-        text = requests.get(f"http://127.0.0.1:{gen.metrics_port}/metrics", timeout=5).text
-    except requests.RequestException:
-        return -1
-    found = re.search(r"^fedmq_global_version (\S+)$", text, re.MULTILINE)
-    return int(float(found.group(1))) if found else -1
+    return metrics_version(gen.metrics_port)
 
 
 def leased_shard(container: str) -> tuple[int] | None:

@@ -19,7 +19,7 @@ from common.errors import DecodeError
 from common.messages import EvalReport
 from common.topology import EVAL_REPORT_KEY, Topology
 from tests.integration.broker_tools import declare_queue
-from tests.integration.support import Processes, drain, keys_cli, read_summary
+from tests.integration.support import Processes, drain, read_summary, sealed_keys
 
 pytestmark = pytest.mark.integration
 TASKS = "tests.integration.learning_tasks"
@@ -71,11 +71,7 @@ def test_a_regression_with_no_data_on_the_coordinator_ends_with_federated_metric
 def test_a_sealed_job_evaluates_on_the_sites_with_sealed_reports(
         procs: Processes, tmp_path: Path, amqp_url: str, topology: Topology) -> None:
     # Given identities for the coordinator and two registered sites, and a tap on the reports
-    keys = tmp_path / "keys"
-    for name in ("coordinator", "site-0", "site-1"):
-        keys_cli("generate", name, "--dir", str(keys))
-    for name in ("site-0", "site-1"):
-        keys_cli("register", str(keys / f"{name}.pub"), "--registry", str(keys / "reg.json"))
+    keys = sealed_keys(tmp_path / "keys", ["site-0", "site-1"])
     tap = Broker(amqp_url, name="fedmq-test-report-tap")
     tapped = f"fedmq.{topology.job}.report-tap"
     try:

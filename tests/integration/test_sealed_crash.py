@@ -13,7 +13,7 @@ import pytest
 from common.amqp import Broker
 from common.topology import Topology
 from coordinator import checkpoint
-from tests.integration.support import Processes, keys_cli, read_summary
+from tests.integration.support import Processes, read_summary, sealed_keys
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.integration
 def test_a_sealed_coordinator_killed_between_checkpoint_and_ack_counts_duplicates_not_replays(
         procs: Processes, broker: Broker, topology: Topology, tmp_path: Path) -> None:
     # Given a sealed job with local DP (clip 1, noise multiplier 1) and two registered workers
-    keys = tmp_path / "keys"
-    for name in ("coordinator", "w0", "w1"):
-        keys_cli("generate", name, "--dir", str(keys))
-    for name in ("w0", "w1"):
-        keys_cli("register", str(keys / f"{name}.pub"), "--registry", str(keys / "reg.json"))
+    keys = sealed_keys(tmp_path / "keys", ["w0", "w1"])
     out = tmp_path / "out"
     settings = {"max_updates": 30, "concurrency": 2, "out": out, "dataset": "digits",
                 "identity": keys / "coordinator.key", "registry": keys / "reg.json",
