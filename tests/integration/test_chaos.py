@@ -10,12 +10,14 @@ queues. Run them alone with `python -m pytest -m chaos`.
 from __future__ import annotations
 
 import contextlib
+import csv
 import math
 import random
 import re
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,19 @@ def tapped(url: str, topology: Topology) -> dict[str, WeightUpdate]:
         broker.close()
 
 
+def trajectory(out: Path) -> str:
+    """What a low final accuracy needs explained: the evaluated versions, the staleness of the
+    applied updates and how many each worker made (from the run's history.csv)."""
+    with (out / "history.csv").open() as lines:
+        rows = list(csv.DictReader(lines))
+    scores = [f"{row['version']}:{float(row['accuracy']):.4f}" for row in rows if row["accuracy"]]
+    applied = [row for row in rows if row["staleness"]]
+    staleness = Counter(int(row["staleness"]) for row in applied)
+    per_worker = Counter(row["worker_id"] for row in applied)
+    return (f"accuracy by version {' '.join(scores)}\nstaleness {sorted(staleness.items())}"
+            f"\nupdates per worker {dict(per_worker)}")
+
+
 def finish_and_audit(procs: Processes, coordinator: Proc, url: str, topology: Topology,
                      management: Management, out: Path, undisturbed: float,
                      settings: dict[str, Any]) -> Audit:
@@ -139,7 +154,7 @@ def finish_and_audit(procs: Processes, coordinator: Proc, url: str, topology: To
     result = audit(out, tapped(url, topology), {k: v for k, v in settings.items() if k != "out"})
     summary = result.summary
     assert summary["final_accuracy"] >= undisturbed - ACCURACY_SLACK, \
-        f"{summary['final_accuracy']:.4f} vs undisturbed {undisturbed:.4f}"
+        f"{summary['final_accuracy']:.4f} vs undisturbed {undisturbed:.4f}\n{trajectory(out)}"
     assert summary["updates_applied"] == len(result.applied) == summary["versions"]
     queues_end_empty(management, topology)
     return result
@@ -166,6 +181,14 @@ def test_kill_9_a_random_worker_20_times_and_a_poison_task_is_dead_lettered(
 
     # When a random worker is killed with SIGKILL 20 times (and every dead worker restarted)
     rng, kills, generation = random.Random(SEED), 0, 0
+
+    def restart_the_dead() -> None:
+        nonlocal generation
+        for slot, proc in slots.items():
+            if not proc.alive():
+                generation += 1
+                slots[slot] = start_worker(procs, slot, generation, **poison)
+
     while kills < 20 and coordinator.alive():
         time.sleep(rng.uniform(0.5, 2.0))
         victim = rng.randrange(WORKERS)
@@ -173,11 +196,16 @@ def test_kill_9_a_random_worker_20_times_and_a_poison_task_is_dead_lettered(
             slots[victim].process.kill()
             slots[victim].process.wait()
             kills += 1
-        for slot, proc in slots.items():
-            if not proc.alive():
-                generation += 1
-                slots[slot] = start_worker(procs, slot, generation, **poison)
+        restart_the_dead()
     assert kills == 20, f"the run ended after {kills} kills"
+    # (the poison task goes on killing workers until its delivery limit, possibly after the last
+    # kill: they are restarted until the end, as compose's restart policy does, or the job would
+    # end on fewer shards than the undisturbed run's four; a CI run on 4b466ed did, 2.5 points
+    # lower)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while coordinator.alive() and time.monotonic() < deadline:
+        restart_the_dead()
+        time.sleep(0.5)
 
     # Then the ledger, the model, the accuracy and the queues are as if nothing happened
     summary = finish_and_audit(procs, coordinator, amqp_url, topology, management, out,

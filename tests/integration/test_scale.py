@@ -71,12 +71,12 @@ def test_a_thousand_workers_connected_at_once_lose_nothing(
         tmp_path: Path, amqp_url: str, management: Management) -> None:
     # Given 1,000 simulated workers (100 connections of 10 channels: the broker's file
     # descriptor limit, 1,024, leaves room for about 830 sockets) all consuming tasks at once
-    given = cell(tmp_path, amqp_url, size="20kb", fleet=1000, seconds=180, updates=10_000)
-    # When the coordinator runs until 10,000 updates are applied or 3 minutes have passed
+    given = cell(tmp_path, amqp_url, size="20kb", fleet=1000, seconds=90, updates=10_000)
+    # When the coordinator runs until 10,000 updates are applied or 90 s have passed
     row = run_cell(given)
     # Then none of the updates the workers saw confirmed is lost or applied twice
     assert row["exit_code"] == 0, (given.out / "coordinator.log").read_text()[-3000:]
     summary = assert_exactly_once(given.out)
     print(f"1,000 workers: {summary['updates_applied']} updates applied in "
           f"{summary['wall_seconds']:.0f} s, {row['confirmed']} confirmed by the broker")
-    assert summary["updates_applied"] >= 5_000
+    assert summary["updates_applied"] >= 2_500
