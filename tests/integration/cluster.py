@@ -5,7 +5,11 @@ and distribution ports (AMQP + 10000, AMQP + 20000), joined into one cluster the
 does it by hand: the nodes start (at once, side by side), then every node but the first runs
 `stop_app`, `reset`, `join_cluster <first>`, `start_app`. They share one Erlang cookie because
 they all run with HOME=/var/lib/rabbitmq (that directory's .erlang.cookie): without it they could
-not talk. The shared broker on 5672 is never touched, and the cluster is deleted at the end.
+not talk. Each node starts in a cgroup of its own, so that a test can cut one off with a network
+partition (tests/integration/partition.py); they run with `cluster_partition_handling =
+pause_minority`, as deploy/rabbitmq/cluster.conf, and a 10 s net tick time (60 s by default) so
+that peers drop a cut-off node sooner. The shared broker on 5672 is never touched, and the
+cluster is deleted at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,9 +27,12 @@ from urllib.parse import quote
 
 import requests
 
+from tests.integration import partition
 from tests.integration.private_node import CTL, SERVER, PrivateNode
 
 AUTH = ("guest", "guest")
+TICK_SECONDS = 10  # net_ticktime of the nodes and of their CLI tools (Erlang wants them equal)
+PARTITION_HANDLING = f"cluster_partition_handling = pause_minority\nnet_ticktime = {TICK_SECONDS}"
 
 
 @dataclass
@@ -38,7 +46,10 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.nodes = [PrivateNode(name=f"{self.name}-{i}", amqp_port=self.first_port + i,
-                                  management_port=self.first_port + i + 10000)
+                                  management_port=self.first_port + i + 10000,
+                                  cgroup=partition.make_cgroup(f"fedmq-{self.name}-{i}"),
+                                  extra_config=PARTITION_HANDLING,
+                                  ctl_erl_args=f"-kernel net_ticktime {TICK_SECONDS}")
                       for i in range(self.size)]
 
     def url_list(self, first: int = 0) -> str:
@@ -48,6 +59,10 @@ class Cluster:
 
     def start(self) -> None:
         """Start the nodes side by side, join the others to the first; wait until all run."""
+        # the port mapper the nodes share must not start inside one node's cgroup (cut off
+        # with it): the shared broker's is usually running already, this makes sure
+        subprocess.run(["epmd", "-daemon"], check=True)
+        partition.heal()  # a chain left by a killed run would cut these ports off
         with ThreadPoolExecutor(self.size) as pool:
             list(pool.map(PrivateNode.start, self.nodes))
         seed = self.nodes[0]
@@ -68,9 +83,10 @@ class Cluster:
                     return answer.json()
         return None
 
-    def running(self) -> list[str]:
-        """Erlang names of the cluster's running nodes."""
-        return sorted(n["name"] for n in self._get("nodes") or [] if n.get("running"))
+    def running(self, via: list[PrivateNode] | None = None) -> list[str]:
+        """Erlang names of the cluster's running nodes (as the first of `via` that answers
+        sees them)."""
+        return sorted(n["name"] for n in self._get("nodes", via) or [] if n.get("running"))
 
     def wait_running(self, count: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -117,9 +133,29 @@ class Cluster:
         node.wait_for_management()
         self.wait_running(self.size)
 
+    def partition(self, node: PrivateNode) -> None:
+        """Cut `node` off from its peers and its clients (tests/integration/partition.py)."""
+        assert node.cgroup is not None
+        partition.cut_off(node.cgroup, [node.amqp_port, node.management_port,
+                                        node.amqp_port + 20000])
+
+    def heal(self) -> None:
+        partition.heal()
+
+    def partitions(self) -> dict[str, list[str]]:
+        """{node: the peers it reports a partition with}, of the nodes that report one."""
+        nodes = self._get("nodes")
+        assert nodes is not None, "no node's management API answered"
+        return {n["name"]: n["partitions"] for n in nodes if n.get("partitions")}
+
     def destroy(self) -> None:
-        for node in self.nodes:
-            node.destroy()
+        try:
+            partition.heal()
+        finally:
+            for node in self.nodes:
+                node.destroy()
+                if node.cgroup is not None:
+                    partition.remove_cgroup(node.cgroup)
 
 
 def _state(pid: int) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from tests.integration import partition
+
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 DIAGNOSTICS = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics"
@@ -35,6 +37,8 @@ class PrivateNode:
     management_port: int = 15680
     extra_config: str = ""
     management: bool = True  # False: the node starts without the management plugin
+    cgroup: Path | None = None  # the server starts in this cgroup (tests/integration/partition.py)
+    ctl_erl_args: str = ""  # RABBITMQ_CTL_ERL_ARGS of its CLI tools (a node's net tick time)
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedmq-node-")))
 
     @property
@@ -66,13 +70,24 @@ class PrivateNode:
         if command[0] == PLUGINS:  # the node's plugins file, but not its ports
             env["RABBITMQ_ENABLED_PLUGINS_FILE"] = str(self.directory / "enabled_plugins")
 
+        if self.ctl_erl_args and command[0] != SERVER:
+            env["RABBITMQ_CTL_ERL_ARGS"] = self.ctl_erl_args
+        procs = (partition.procs_file(self.cgroup)
+                 if self.cgroup is not None and command[0] == SERVER else None)
+
         def demote() -> None:
+            if procs is not None:  # the server starts in its cgroup
+                os.write(procs, b"0")
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
 
-        subprocess.run(command, env=env, cwd=self.directory, check=True,
-                       timeout=timeout, preexec_fn=demote if os.getuid() == 0 else None,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            subprocess.run(command, env=env, cwd=self.directory, check=True,
+                           timeout=timeout, preexec_fn=demote if os.getuid() == 0 else None,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            if procs is not None:
+                os.close(procs)
 
     def write_config(self) -> None:
         (self.directory / "rabbitmq.conf").write_text(

@@ -1,4 +1,5 @@
-"""A job on a three-node RabbitMQ cluster survives the loss of any one node (issue 11).
+"""A job on a three-node RabbitMQ cluster survives the loss of any one node, or its partition
+(issue 11).
 
 One cluster for the module (tests/integration/cluster.py, ports 5720-5722). The coordinator and
 the workers get every node's URL, each worker starting from another node; workers lease their
@@ -6,7 +7,9 @@ shards (so the transient lease queues are lost with a node and declared again). 
 tests tap the updates the broker confirmed and end with the ledger audit of the chaos suite
 (tests/integration/audit.py): every confirmed update decided, none applied twice, the final model
 a replay of the applied ones. The time from a node's kill to the next applied update is printed
-(docs/reliability.md). Run them alone with `python -m pytest -m cluster -s`.
+(docs/reliability.md), and so are the times of a network partition: until the majority drops the
+cut-off node, until updates are applied again, until it runs again after the heal. Run them
+alone with `python -m pytest -m cluster -s`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from coordinator import checkpoint
 from fedmq.management import Management
 from tests.integration.audit import audit, queues_end_empty, tap_updates, tapped_updates
 from tests.integration.cluster import Cluster
+from tests.integration.private_node import PrivateNode
 from tests.integration.support import Processes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -191,3 +195,58 @@ def test_a_minority_node_stopped_and_started_again_mid_job_loses_nothing(
     # Then the job ends with every confirmed update applied exactly once, on three nodes
     finish_and_audit(cluster, procs, coordinator, out, topology, 0, max_updates=50)
     assert len(cluster.queue(topology.updates)["members"]) == 3
+
+
+def node_log(node: PrivateNode) -> str:
+    return "".join(path.read_text(errors="replace")
+                   for path in (node.directory / "log").glob("*.log"))
+
+
+def test_a_node_cut_off_by_a_network_partition_mid_job_loses_nothing(
+        cluster: Cluster, job: tuple[Topology, Processes], tmp_path: Path) -> None:
+    topology, procs = job
+    out = tmp_path / "out"
+    # Given a 100-update job on the cluster, its confirmed updates tapped, its workers on the
+    # three nodes
+    tap(cluster, topology)
+    coordinator = start_job(cluster, procs, out, max_updates=100)
+    assert_spread_and_replicated(cluster, topology)
+    wait_for(lambda: version(out) >= 15, RUN_TIMEOUT, "15 applied updates", every=0.2)
+    # When the node leading the updates queue is cut off from its peers and its clients by a
+    # network partition (tests/integration/partition.py), its processes left running
+    cut = cluster.leader_of(topology.updates)
+    majority = [node for node in cluster.nodes if node is not cut]
+    at_cut = version(out)
+    started = time.monotonic()
+    cluster.partition(cut)
+    try:
+        # Then the two others drop it and carry on: updates are applied during the partition
+        majority_names = sorted(node.node for node in majority)
+        wait_for(lambda: cluster.running(via=majority) == majority_names, 120,
+                 "the majority dropping the cut-off node", every=0.5)
+        dropped = time.monotonic() - started
+        wait_for(lambda: version(out) >= at_cut + 5, 120, "5 updates during the partition",
+                 every=0.05)
+        recovery = time.monotonic() - started
+        # and the cut-off node, finding itself in the minority, stops serving (pause_minority)
+        wait_for(lambda: "awaiting recovery" in node_log(cut), 120,
+                 "the cut-off node pausing itself", every=0.5)
+        paused = time.monotonic() - started
+        assert coordinator.alive(), "the job ended before the partition healed"
+        print(f"\npartition of {cut.node} (updates leader) at version {at_cut}: dropped by "
+              f"its peers after {dropped:.1f}s, 5 updates applied after {recovery:.1f}s, "
+              f"the node paused itself after {paused:.1f}s")
+    finally:
+        # When the partition heals
+        cluster.heal()
+    healed = time.monotonic()
+    # Then it rejoins by itself, and no node reports a partition
+    cluster.wait_running(cluster.size, timeout=120)
+    print(f"running again {time.monotonic() - healed:.1f}s after the heal, at version "
+          f"{version(out)} (job {'still running' if coordinator.alive() else 'ended'})")
+    assert not cluster.partitions(), cluster.partitions()
+    # and the job ends with every confirmed update applied exactly once, on three nodes
+    survivor = cluster.nodes.index(majority[0])
+    finish_and_audit(cluster, procs, coordinator, out, topology, survivor, max_updates=100)
+    assert len(cluster.queue(topology.updates)["members"]) == 3
+    assert not cluster.partitions(), cluster.partitions()
