@@ -36,6 +36,7 @@ class PrivateNode:
     amqp_port: int = 5680
     management_port: int = 15680
     extra_config: str = ""
+    advanced_config: str = ""  # an advanced.config (Erlang terms) for settings rabbitmq.conf lacks
     management: bool = True  # False: the node starts without the management plugin
     cgroup: Path | None = None  # the server starts in this cgroup (tests/integration/partition.py)
     ctl_erl_args: str = ""  # RABBITMQ_CTL_ERL_ARGS of its CLI tools (a node's net tick time)
@@ -60,7 +61,8 @@ class PrivateNode:
                 "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
                 "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
-                "RABBITMQ_PID_FILE": str(d / "pid")}
+                "RABBITMQ_PID_FILE": str(d / "pid"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config")}
 
     def _as_rabbitmq(self, *command: str, timeout: float = 120) -> None:
         """Run a RabbitMQ script as the rabbitmq user; only the server gets the node's env."""
@@ -90,6 +92,7 @@ class PrivateNode:
                 os.close(procs)
 
     def write_config(self) -> None:
+        (self.directory / "advanced.config").write_text(self.advanced_config or "[].\n")
         (self.directory / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
