@@ -47,7 +47,6 @@ class Cluster:
     def __post_init__(self) -> None:
         self.nodes = [PrivateNode(name=f"{self.name}-{i}", amqp_port=self.first_port + i,
                                   management_port=self.first_port + i + 10000,
-                                  cgroup=partition.make_cgroup(f"fedmq-{self.name}-{i}"),
                                   extra_config=PARTITION_HANDLING,
                                   ctl_erl_args=f"-kernel net_ticktime {TICK_SECONDS}")
                       for i in range(self.size)]
@@ -63,6 +62,8 @@ class Cluster:
         # with it): the shared broker's is usually running already, this makes sure
         subprocess.run(["epmd", "-daemon"], check=True)
         partition.heal()  # a chain left by a killed run would cut these ports off
+        for node in self.nodes:  # (made here, so that `destroy` removes what was made)
+            node.cgroup = partition.make_cgroup(f"fedmq-{node.name}")
         with ThreadPoolExecutor(self.size) as pool:
             list(pool.map(PrivateNode.start, self.nodes))
         seed = self.nodes[0]
