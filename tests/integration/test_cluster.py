@@ -133,16 +133,24 @@ def assert_spread_and_replicated(cluster: Cluster, topology: Topology) -> None:
         assert record["type"] == "classic" and not record["durable"], record
 
 
+def spread_job_at_version_15(cluster: Cluster, topology: Topology, procs: Processes, out: Path,
+                             max_updates: int) -> Any:
+    """Tap the job's updates, start it with a worker on each node (its spread and its queues'
+    copies checked), and wait for its 15th applied update; returns the coordinator."""
+    tap(cluster, topology)
+    coordinator = start_job(cluster, procs, out, max_updates=max_updates)
+    assert_spread_and_replicated(cluster, topology)
+    wait_for(lambda: version(out) >= 15, RUN_TIMEOUT, "15 applied updates", every=0.2)
+    return coordinator
+
+
 def test_a_job_spread_over_three_nodes_loses_nothing_when_the_updates_leader_is_killed(
         cluster: Cluster, job: tuple[Topology, Processes], tmp_path: Path) -> None:
     topology, procs = job
     out = tmp_path / "out"
     # Given a 60-update job on the cluster, its confirmed updates tapped, its three workers
-    # connected to the three nodes and its queues replicated on all three
-    tap(cluster, topology)
-    coordinator = start_job(cluster, procs, out, max_updates=60)
-    assert_spread_and_replicated(cluster, topology)
-    wait_for(lambda: version(out) >= 15, RUN_TIMEOUT, "15 applied updates", every=0.2)
+    # connected to the three nodes and its queues replicated on all three, at version 15
+    coordinator = spread_job_at_version_15(cluster, topology, procs, out, max_updates=60)
     # When the node leading the updates queue is killed -9 mid-job
     leader = cluster.leader_of(topology.updates)
     at_kill = version(out)
@@ -207,11 +215,8 @@ def test_a_node_cut_off_by_a_network_partition_mid_job_loses_nothing(
     topology, procs = job
     out = tmp_path / "out"
     # Given a 100-update job on the cluster, its confirmed updates tapped, its workers on the
-    # three nodes
-    tap(cluster, topology)
-    coordinator = start_job(cluster, procs, out, max_updates=100)
-    assert_spread_and_replicated(cluster, topology)
-    wait_for(lambda: version(out) >= 15, RUN_TIMEOUT, "15 applied updates", every=0.2)
+    # three nodes, at version 15
+    coordinator = spread_job_at_version_15(cluster, topology, procs, out, max_updates=100)
     # When the node leading the updates queue is cut off from its peers and its clients by a
     # network partition (tests/integration/partition.py), its processes left running
     cut = cluster.leader_of(topology.updates)
