@@ -1,9 +1,14 @@
-"""The raw broker rate of a body size: what RabbitMQ alone sustains, for the scale bench's ratio.
+"""The raw broker rate of a body size: what RabbitMQ alone sustains, for the scale bench's ratios.
 
-`publishers` publishers (persistent messages, each waiting for its publisher confirm, as workers
-publish updates) and one consumer (manual acks, prefetch 16, as the coordinator consumes them)
-on a quorum queue like `fedmq.updates`, each on its own connection, for `seconds`; at most a
-window of messages (about 256 MB) is outstanding so the broker's memory stays bounded.
+`measure`: one body size moved once (the issue's baseline). `relay`: the broker alone doing the
+message work a coordinator must do per update (an update in, a model out), the baseline that
+says whether the coordinator or the broker bounds a job.
+
+`measure`: `publishers` publishers (persistent messages, each waiting for its publisher
+confirm, as workers publish updates) and one consumer (manual acks, prefetch 16, as the
+coordinator consumes them) on a quorum queue like `fedmq.updates`, each on its own connection,
+for `seconds`; at most a window of messages (about 256 MB) is outstanding so the broker's
+memory stays bounded.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import uuid
 from typing import Any
 
 from common.amqp import Broker, Delivery
+from common.topology import REPLY_TO
 
 WINDOW_BYTES = 256 * 1024 * 1024
 
@@ -79,3 +85,85 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
         for sender in senders:
             sender.close()
         consumer.close()
+
+
+def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
+          workers: int = 4) -> dict[str, Any]:
+    """The broker alone doing a coordinator's message work: per update, one update in and one
+    model out.
+
+    `workers` clients (a connection each) loop: publish an update-sized body (persistent, with
+    its confirm, to a quorum queue) and wait for a model-sized reply through direct reply-to,
+    as a worker waits for its next task's model. One relay (the coordinator's place) acks each
+    update and answers it with a model-sized body on a channel without confirms, as the
+    coordinator sends its model replies. Returns updates and update MB per second: the rate a
+    coordinator that did nothing but move these bytes would reach.
+    """
+    queue = f"fedmq.bench.relay-{uuid.uuid4().hex[:8]}"
+    relay_broker = Broker(url, name="fedmq-bench-relay")
+    replies = relay_broker.open_channel(confirms=False)
+    clients = [Broker(url, name=f"fedmq-bench-relay-worker-{i}") for i in range(workers)]
+    model = bytes(model_bytes)
+    done = threading.Event()
+    answered = 0
+
+    def serve() -> None:
+        while not done.is_set():
+            relay_broker.process(0.05)
+
+    server = threading.Thread(target=serve, daemon=True)
+    try:
+        relay_broker._channel.queue_declare(queue, durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+
+        def on_update(delivery: Delivery) -> None:
+            nonlocal answered
+            assert delivery.reply_to is not None
+            replies.publish("", delivery.reply_to, model, persistent=False)
+            relay_broker.ack(delivery)
+            answered += 1
+
+        relay_broker.consume(queue, on_update, prefetch=16)
+
+        server.start()
+        body = bytes(update_bytes)
+        started = time.monotonic()
+        received = [0] * workers
+
+        def work(index: int) -> None:
+            client = clients[index]
+            waiting = [False]
+
+            def on_model(_delivery: Delivery) -> None:
+                waiting[0] = False
+                received[index] += 1
+
+            client.consume(REPLY_TO, on_model, auto_ack=True)
+            while time.monotonic() - started < seconds:
+                waiting[0] = True
+                client.publish("", queue, body, reply_to=REPLY_TO)
+                deadline = time.monotonic() + 60
+                while waiting[0]:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the relay sent no model for 60 s")
+                    client.process(0.01)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        updates = sum(received)
+        return {"updates_per_s": updates / elapsed,
+                "mb_per_s": updates * update_bytes / elapsed / 1e6,
+                "updates": updates, "update_bytes": update_bytes, "model_bytes": model_bytes,
+                "workers": workers, "relayed": answered}
+    finally:
+        done.set()
+        if server.is_alive():
+            server.join(5)
+        relay_broker._channel.queue_delete(queue)
+        for client in clients:
+            client.close()
+        relay_broker.close()

@@ -6,9 +6,10 @@ the real protocol, codec and model requests, no TensorFlow). Each cell stops aft
 of job clock (which starts once every simulated worker consumes tasks) or `--updates` applied
 updates. Reported per cell: applied updates/s, MB/s of updates through the coordinator, the raw
 broker rate of the same body size measured in the same run (bench/raw_rate.py) and the ratio,
-bytes the broker sent the workers' connections per applied update (management API `send_oct`),
-rejected share, coordinator peak RSS (the child's ru_maxrss) and publish-to-apply latency
-(an update's confirmed publish to the `version` event of the version that applied it).
+the broker alone relaying the same traffic (an update in, a model out: `raw_rate.relay`) and
+that ratio, bytes the broker sent the workers' connections per applied update (management API
+`send_oct`), rejected share, coordinator peak RSS (the child's ru_maxrss) and publish-to-apply
+latency (an update's confirmed publish to the `version` event of the version that applied it).
 
 `fedmq bench scale --out DIR [--grid small|full]` (also `python -m bench.scale`).
 """
@@ -42,6 +43,7 @@ MiB = 1024 * 1024
 GRIDS = {"small": [("20kb", 10)],
          "full": [(size, fleet) for size in ("20kb", "4mb", "40mb") for fleet in (10, 100, 1000)]}
 STATS_INTERVAL = 5.0  # the management API's collect_statistics_interval
+RELAY_WORKERS = 10    # the relay baseline's clients: as many updates in flight as 10 workers
 
 
 @dataclass(frozen=True)
@@ -207,19 +209,24 @@ def run(out: Path, grid: list[tuple[str, int]], **options: Any) -> dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     amqp_url = options.get("amqp_url", Cell.amqp_url)
     raw: dict[str, Any] = {}
+    relayed: dict[str, Any] = {}
     rows = []
     for size, fleet in grid:
         if size not in raw:  # the broker alone, same body size, same run
             body = scale_model.model_bytes(size) + 300
             raw[size] = raw_rate.measure(amqp_url, body, seconds=5.0)
+            relayed[size] = raw_rate.relay(amqp_url, body, body, seconds=5.0,
+                                           workers=RELAY_WORKERS)
         result = run_cell(Cell(size=size, fleet=fleet, out=out / f"{size}-{fleet}", **options))
         result["raw_mb_per_s"] = raw[size]["mb_per_s"]
         result["raw_messages_per_s"] = raw[size]["messages_per_s"]
         result["ratio"] = result["mb_per_s"] / max(raw[size]["mb_per_s"], 1e-9)
+        result["relay_mb_per_s"] = relayed[size]["mb_per_s"]
+        result["relay_ratio"] = result["mb_per_s"] / max(relayed[size]["mb_per_s"], 1e-9)
         rows.append(result)
         print(describe([result]), flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-              "raw": raw, "cells": rows}
+              "raw": raw, "relay": relayed, "cells": rows}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(out / "scale.png", rows)
     return report

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("model", "workers", "updates/s", "MB/s", "raw MB/s", "ratio", "to workers / update",
-           "rejected", "peak RSS", "latency p50 / p99")
+COLUMNS = ("model", "workers", "updates/s", "MB/s", "raw MB/s", "ratio", "relay MB/s",
+           "relay ratio", "to workers / update", "rejected", "peak RSS", "latency p50 / p99")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -16,6 +16,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
     return [row["size"].upper().replace("KB", " KB").replace("MB", " MB"), f"{row['fleet']:,}",
             f"{row['updates_per_s']:.1f}", f"{row['mb_per_s']:.1f}",
             f"{row['raw_mb_per_s']:.1f}", f"{row['ratio']:.2f}",
+            f"{row['relay_mb_per_s']:.1f}", f"{row['relay_ratio']:.2f}",
             f"{row['model_sizes_per_update']:.2f} models",
             f"{100 * row['rejected_share']:.1f} %", f"{row['peak_rss_mb']:.0f} MB",
             f"{seconds(row['latency_p50_s'])} / {seconds(row['latency_p99_s'])}"]
@@ -46,9 +47,11 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> None:
         line = left.plot(fleets, [r["mb_per_s"] for r in mine], marker="o", label=size)[0]
         left.axhline(mine[0]["raw_mb_per_s"], color=line.get_color(), linestyle="--",
                      linewidth=1)
+        left.axhline(mine[0]["relay_mb_per_s"], color=line.get_color(), linestyle=":",
+                     linewidth=1)
         right.plot(fleets, [r["model_sizes_per_update"] for r in mine], marker="o", label=size)
     left.set(xscale="log", yscale="log", xlabel="simulated workers",
-             ylabel="MB/s of updates (dashed: raw broker)", title="throughput")
+             ylabel="MB/s of updates (dashed: raw broker, dotted: relay)", title="throughput")
     right.set(xscale="log", xlabel="simulated workers", ylabel="model sizes to workers / update",
               title="traffic per applied update")
     for ax in (left, right):
