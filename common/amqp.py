@@ -1,5 +1,6 @@
-"""The only module that imports pika (with amqp_errors.py, its error translation): connect,
-declare, publish with confirms, consume, ack, claim.
+"""The only module that imports pika (with amqp_errors.py, its error translation, and
+amqp_reads.py, the size of its socket reads): connect, declare, publish with confirms, consume,
+ack, claim.
 
 pika errors never leave these modules: a lost connection becomes `BrokerUnavailable` (the service
 edge reconnects: common/reconnect.py), a refusal becomes `BrokerRefused`. pika's
@@ -20,12 +21,14 @@ import pika
 import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
+from common import amqp_reads
 from common.amqp_errors import BrokerRefused, QueueMismatch, quiet_not_found, translated
 from common.broker_urls import split_urls
 from common.errors import BrokerUnavailable, ConfigError
 from common.topology import QueueSpec, Topology
 
 log = logging.getLogger(__name__)
+amqp_reads.apply()
 
 
 @dataclass(frozen=True)
