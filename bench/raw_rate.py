@@ -13,13 +13,15 @@ memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
 from typing import Any
 
 from common.amqp import Broker, Delivery
-from common.topology import REPLY_TO
+from common.errors import FedmqError
+from common.topology import REPLY_TO, QueueSpec
 
 WINDOW_BYTES = 256 * 1024 * 1024
 
@@ -97,24 +99,24 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
     as a worker waits for its next task's model. One relay (the coordinator's place) acks each
     update and answers it with a model-sized body on a channel without confirms, as the
     coordinator sends its model replies. Returns updates and update MB per second: the rate a
-    coordinator that did nothing but move these bytes would reach.
+    coordinator that did nothing but move these bytes would reach. Each connection is used by
+    one thread; an error in any of them is raised here once all have stopped.
     """
     queue = f"fedmq.bench.relay-{uuid.uuid4().hex[:8]}"
-    relay_broker = Broker(url, name="fedmq-bench-relay")
-    replies = relay_broker.open_channel(confirms=False)
-    clients = [Broker(url, name=f"fedmq-bench-relay-worker-{i}") for i in range(workers)]
     model = bytes(model_bytes)
+    body = bytes(update_bytes)
     done = threading.Event()
+    errors: list[BaseException] = []
     answered = 0
-
-    def serve() -> None:
-        while not done.is_set():
-            relay_broker.process(0.05)
-
-    server = threading.Thread(target=serve, daemon=True)
+    received = [0] * workers
+    brokers: list[Broker] = []
     try:
-        relay_broker._channel.queue_declare(queue, durable=True,
-                                            arguments={"x-queue-type": "quorum"})
+        relay_broker = Broker(url, name="fedmq-bench-relay")
+        brokers.append(relay_broker)
+        replies = relay_broker.open_channel(confirms=False)
+        relay_broker.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum"}))
+        clients = [Broker(url, name=f"fedmq-bench-relay-worker-{i}") for i in range(workers)]
+        brokers += clients
 
         def on_update(delivery: Delivery) -> None:
             nonlocal answered
@@ -123,37 +125,47 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
             relay_broker.ack(delivery)
             answered += 1
 
-        relay_broker.consume(queue, on_update, prefetch=16)
-
-        server.start()
-        body = bytes(update_bytes)
-        started = time.monotonic()
-        received = [0] * workers
+        def serve() -> None:
+            try:
+                while not done.is_set():
+                    relay_broker.process(0.05)
+            except BaseException as exc:  # raised by relay() once every thread has stopped
+                errors.append(exc)
 
         def work(index: int) -> None:
-            client = clients[index]
-            waiting = [False]
+            client, waiting = clients[index], [False]
 
             def on_model(_delivery: Delivery) -> None:
                 waiting[0] = False
                 received[index] += 1
 
-            client.consume(REPLY_TO, on_model, auto_ack=True)
-            while time.monotonic() - started < seconds:
-                waiting[0] = True
-                client.publish("", queue, body, reply_to=REPLY_TO)
-                deadline = time.monotonic() + 60
-                while waiting[0]:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the relay sent no model for 60 s")
-                    client.process(0.01)
+            try:
+                client.consume(REPLY_TO, on_model, auto_ack=True)
+                while time.monotonic() - started < seconds and not errors:
+                    waiting[0] = True
+                    client.publish("", queue, body, reply_to=REPLY_TO)
+                    deadline = time.monotonic() + 60
+                    while waiting[0]:
+                        if time.monotonic() > deadline or errors:
+                            raise TimeoutError("the relay sent no model for 60 s")
+                        client.process(0.01)
+            except BaseException as exc:
+                errors.append(exc)
 
+        relay_broker.consume(queue, on_update, prefetch=16)
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        started = time.monotonic()
         threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.monotonic() - started
+        done.set()
+        server.join()
+        if errors:
+            raise errors[0]
         updates = sum(received)
         return {"updates_per_s": updates / elapsed,
                 "mb_per_s": updates * update_bytes / elapsed / 1e6,
@@ -161,9 +173,9 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
                 "workers": workers, "relayed": answered}
     finally:
         done.set()
-        if server.is_alive():
-            server.join(5)
-        relay_broker._channel.queue_delete(queue)
-        for client in clients:
-            client.close()
-        relay_broker.close()
+        with contextlib.suppress(FedmqError):
+            if brokers:
+                brokers[0].delete_queue(queue)
+        for broker in brokers:
+            with contextlib.suppress(FedmqError):
+                broker.close()

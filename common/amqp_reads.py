@@ -1,22 +1,60 @@
-"""How large pika's socket reads are (part of common/amqp.py, the only code that uses pika).
+"""How pika takes frames off its socket (part of common/amqp.py, the only code that uses pika).
 
-pika 1.x reads its socket 4 KiB at a time and appends each read to its frame buffer, a bytes
-object copied whole on every append, so a 128 KiB frame (RabbitMQ's default frame_max) was
-copied about 16 times on its way in: the largest cost of receiving a large body. Reads of one
-frame's size make it about twice. pika has no setting for it, so its transport's class attribute
-is set here, once, when common/amqp.py is imported (docs/benchmarks.md, "pika's socket reads").
+pika 1.4 reads its socket 4 KiB at a time, appends each read to its frame buffer (a bytes
+object) and, after each frame it decodes, copies the rest of the buffer to drop the frame. Both
+copies grow with the buffer: a 128 KiB body frame (RabbitMQ's default frame_max) was copied about
+16 times on its way in, and a read holding many small frames (tasks, events, confirms after a
+backlog) is copied once per frame, which grows with the square of the read size: larger reads
+alone would make that worse. pika has no setting for either, so this module, once, when
+common/amqp.py is imported, replaces pika's `Connection._on_data_available` with one that cuts
+frames from the buffer at an offset (each byte copied a bounded number of times, whatever the
+read size) and makes the reads one frame long (docs/benchmarks.md, "pika's socket reads"). Over
+TLS a read returns at most one TLS record (16 KiB) whatever is asked, so there only the first
+change counts.
 """
 
 from __future__ import annotations
 
+import struct
+
+from pika import frame, spec
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
+from pika.connection import Connection
 
 RECV_BYTES = 128 * 1024  # one frame at RabbitMQ's default frame_max
+_HEADER = struct.Struct(">BHL")  # frame type, channel, payload size (pika.frame.decode_frame)
+_PROTOCOL_HEADER = b"AMQP"  # what a broker sends back on a protocol version mismatch: 8 bytes
+
+
+def frame_end(buffer: bytes, offset: int) -> int | None:
+    """Where the frame that starts at `offset` ends, or None while it is not all there."""
+    if buffer.startswith(_PROTOCOL_HEADER, offset):
+        end = offset + 8
+    elif len(buffer) - offset < _HEADER.size:
+        return None
+    else:
+        size = _HEADER.unpack_from(buffer, offset)[2]
+        end = offset + _HEADER.size + size + spec.FRAME_END_SIZE
+    return end if end <= len(buffer) else None
+
+
+def on_data_available(self: Connection, data_in: bytes) -> None:
+    """pika's `Connection._on_data_available`, cutting frames at an offset: the same frames,
+    processed in the same order, with the same byte count for the heartbeat checker."""
+    buffer = self._frame_buffer + data_in if self._frame_buffer else data_in
+    offset = 0
+    try:
+        while (end := frame_end(buffer, offset)) is not None:
+            consumed, value = frame.decode_frame(buffer[offset:end])
+            if value is None:
+                break
+            offset += consumed
+            self.bytes_received += consumed
+            self._process_frame(value)
+    finally:
+        self._frame_buffer = buffer[offset:]
 
 
 def apply() -> None:
     _AsyncTransportBase._MAX_RECV_BYTES = RECV_BYTES
-
-
-def applied() -> bool:
-    return _AsyncTransportBase._MAX_RECV_BYTES == RECV_BYTES
+    Connection._on_data_available = on_data_available

@@ -13,7 +13,7 @@ import pytest
 
 from common.amqp import Broker
 from common.errors import FedmqError
-from common.topology import QueueSpec, Topology
+from common.topology import Topology
 from tests.integration.support import Processes, read_summary
 
 pytestmark = pytest.mark.integration
@@ -102,36 +102,3 @@ def test_a_chunk_size_over_the_message_limit_stops_at_start(procs: Processes) ->
     [message] = errors(coordinator.log())
     assert "chunk_bytes (2097152) is over max_message_bytes (1048576)" in message, message
 
-
-def test_a_large_body_arrives_in_frame_sized_socket_reads(
-        amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pika read its socket 4 KiB at a time, copying its growing frame buffer on each read
-    (common/amqp_reads.py): a 2 MiB body took at least 512 reads. Now up to a frame a read."""
-    from pika.adapters.utils import io_services_utils as io
-
-    reads: list[int] = []
-    recv = io._AsyncTransportBase._sigint_safe_recv
-
-    def counted(sock: object, max_bytes: int) -> bytes:
-        data: bytes = recv(sock, max_bytes)
-        reads.append(len(data))
-        return data
-
-    body = os.urandom(2 * MiB)
-    broker = Broker(amqp_url, name="fedmq-test-socket-reads")
-    queue = f"fedmq.test.reads-{os.getpid()}"
-    try:
-        broker.declare_queue(QueueSpec(queue, durable=False))
-        broker.publish("", queue, body)
-        monkeypatch.setattr(io._AsyncTransportBase, "_sigint_safe_recv", staticmethod(counted))
-        delivery = None
-        while delivery is None:
-            delivery = broker.get(queue)
-        assert delivery.body == body
-        broker.ack(delivery)
-    finally:
-        monkeypatch.undo()
-        broker.delete_queue(queue)
-        broker.close()
-    assert sum(reads) >= len(body)
-    assert len(reads) < 200, f"{len(reads)} socket reads for a 2 MiB body"

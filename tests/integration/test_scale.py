@@ -85,10 +85,8 @@ def test_a_thousand_workers_connected_at_once_lose_nothing(
 def test_the_relay_baseline_answers_every_update_with_a_model(
         amqp_url: str, management: Management) -> None:
     """bench/raw_rate.py's relay (the broker alone doing a coordinator's message work): every
-    update a client sent was answered with one model-sized reply, and the rate is of those."""
+    update a client sent was answered with one model-sized reply, and its queue is gone after."""
     result = raw_rate.relay(amqp_url, 50_000, 80_000, seconds=1.0, workers=3)
     assert result["updates"] > 0
     assert result["relayed"] == result["updates"]  # each client waits for its reply
-    assert result["mb_per_s"] == pytest.approx(
-        result["updates_per_s"] * 50_000 / 1e6)
     assert not [q for q in management.queues() if q["name"].startswith("fedmq.bench.relay-")]

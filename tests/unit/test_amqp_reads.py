@@ -1,0 +1,109 @@
+"""common/amqp_reads.py: pika's frame reader, cutting frames at an offset, gives pika exactly the
+frames pika's own reader gives, whatever the reads, and costs no more than decoding them."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pika.connection
+from pika import frame, spec
+
+from common import amqp_reads
+
+ORIGINAL = pika.connection.Connection.__dict__["_on_data_available"]
+
+
+class Reader:
+    """The part of a pika Connection that a frame reader touches."""
+
+    def __init__(self) -> None:
+        self._frame_buffer = b""
+        self.bytes_received = 0
+        self.frames: list[Any] = []
+
+    def _process_frame(self, value: Any) -> None:
+        self.frames.append(value)
+
+    def _read_frame(self) -> Any:  # pika's own reader calls this
+        return frame.decode_frame(self._frame_buffer)
+
+    def _trim_frame_buffer(self, count: int) -> None:  # and this
+        self._frame_buffer = self._frame_buffer[count:]
+        self.bytes_received += count
+
+
+def stream(rng: random.Random, count: int) -> bytes:
+    """`count` deliveries: a method frame, a header frame and body frames of random sizes."""
+    parts = []
+    for tag in range(1, count + 1):
+        body = rng.randbytes(rng.choice([0, 1, 100, 5000, 131064]))
+        parts.append(frame.Method(1, spec.Basic.Deliver("ctag", tag, False, "", "q")).marshal())
+        parts.append(frame.Header(1, len(body), spec.BasicProperties(headers={"i": tag})).marshal())
+        if body:
+            parts.append(frame.Body(1, body).marshal())
+        if rng.random() < 0.1:
+            parts.append(frame.Heartbeat().marshal())
+    return b"".join(parts)
+
+
+def described(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, frame.Body):
+        return ("body", value.channel_number, bytes(value.fragment))
+    if isinstance(value, frame.Header):
+        return ("header", value.body_size, value.properties.headers)
+    if isinstance(value, frame.Method):
+        return ("method", value.method.NAME, getattr(value.method, "delivery_tag", None))
+    return (type(value).__name__,)
+
+
+def read(reader_fn: Any, data: bytes, cuts: list[int]) -> Reader:
+    reader = Reader()
+    start = 0
+    for cut in [*cuts, len(data)]:
+        reader_fn(reader, data[start:cut])
+        start = cut
+    return reader
+
+
+def test_the_same_frames_as_pikas_reader_whatever_the_reads() -> None:
+    rng = random.Random(7)
+    data = stream(rng, 60)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.choice([1, 10, 300])))
+        mine, pikas = read(amqp_reads.on_data_available, data, cuts), read(ORIGINAL, data, cuts)
+        assert [described(f) for f in mine.frames] == [described(f) for f in pikas.frames]
+        assert mine.bytes_received == pikas.bytes_received == len(data)
+        assert mine._frame_buffer == pikas._frame_buffer == b""
+
+
+def test_an_incomplete_frame_waits_for_the_rest() -> None:
+    data = frame.Body(1, b"x" * 1000).marshal()
+    reader = read(amqp_reads.on_data_available, data[:500], [])
+    assert reader.frames == [] and reader._frame_buffer == data[:500]
+    amqp_reads.on_data_available(reader, data[500:])
+    assert [described(f) for f in reader.frames] == [("body", 1, b"x" * 1000)]
+
+
+def test_a_read_full_of_small_frames_costs_what_decoding_them_costs() -> None:
+    # 2 MiB of 21-byte frames in one read (a backlog of confirms): pika's own reader copies
+    # the rest of the buffer after each frame, 100,000 copies of 1 MiB on average (measured
+    # here: 41x the decoding time, this reader 1.9x)
+    small = frame.Method(1, spec.Basic.Ack(1, False)).marshal()
+    data = small * (2 * 1024 * 1024 // len(small))
+    started = time.perf_counter()
+    for offset in range(0, len(data), len(small)):
+        frame.decode_frame(data[offset:offset + len(small)])
+    decoding = time.perf_counter() - started
+    started = time.perf_counter()
+    reader = read(amqp_reads.on_data_available, data, [])
+    reading = time.perf_counter() - started
+    assert len(reader.frames) == len(data) // len(small)
+    assert reading < 6 * decoding + 0.05, (reading, decoding)
+
+
+def test_common_amqp_installs_it() -> None:
+    import common.amqp  # noqa: F401
+
+    assert pika.connection.Connection._on_data_available is amqp_reads.on_data_available
