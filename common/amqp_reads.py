@@ -40,8 +40,11 @@ def frame_end(buffer: bytes, offset: int) -> int | None:
 
 def on_data_available(self: Connection, data_in: bytes) -> None:
     """pika's `Connection._on_data_available`, cutting frames at an offset: the same frames,
-    processed in the same order, with the same byte count for the heartbeat checker."""
+    processed in the same order, with the same byte count for the heartbeat checker. A frame
+    whose processing resets the connection's state (a new, empty frame buffer) ends the read,
+    as it ends pika's."""
     buffer = self._frame_buffer + data_in if self._frame_buffer else data_in
+    self._frame_buffer = buffer
     offset = 0
     try:
         while (end := frame_end(buffer, offset)) is not None:
@@ -51,8 +54,11 @@ def on_data_available(self: Connection, data_in: bytes) -> None:
             offset += consumed
             self.bytes_received += consumed
             self._process_frame(value)
+            if self._frame_buffer is not buffer:  # reset meanwhile
+                return
     finally:
-        self._frame_buffer = buffer[offset:]
+        if self._frame_buffer is buffer:
+            self._frame_buffer = buffer[offset:]
 
 
 def apply() -> None:

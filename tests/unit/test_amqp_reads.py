@@ -86,6 +86,27 @@ def test_an_incomplete_frame_waits_for_the_rest() -> None:
     assert [described(f) for f in reader.frames] == [("body", 1, b"x" * 1000)]
 
 
+def test_a_frame_that_resets_the_connection_ends_the_read_as_in_pika() -> None:
+    # pika's Connection re-initialises its state (an empty frame buffer) when it closes: the
+    # frames after that one in the same read are not processed, and nothing is put back
+    data = stream(random.Random(3), 5)
+
+    class Resetting(Reader):
+        def _process_frame(self, value: Any) -> None:
+            super()._process_frame(value)
+            if len(self.frames) == 4:
+                self._frame_buffer = b""
+
+    def run(reader_fn: Any) -> Resetting:
+        reader = Resetting()
+        reader_fn(reader, data)
+        return reader
+
+    mine, pikas = run(amqp_reads.on_data_available), run(ORIGINAL)
+    assert len(mine.frames) == len(pikas.frames) == 4
+    assert mine._frame_buffer == pikas._frame_buffer == b""
+
+
 def test_a_read_full_of_small_frames_costs_what_decoding_them_costs() -> None:
     # 2 MiB of 21-byte frames in one read (a backlog of confirms): pika's own reader copies
     # the rest of the buffer after each frame, 100,000 copies of 1 MiB on average (measured
