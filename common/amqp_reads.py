@@ -7,10 +7,12 @@ copies grow with the buffer: a 128 KiB body frame (RabbitMQ's default frame_max)
 backlog) is copied once per frame, which grows with the square of the read size: larger reads
 alone would make that worse. pika has no setting for either, so this module, once, when
 common/amqp.py is imported, replaces pika's `Connection._on_data_available` with one that cuts
-frames from the buffer at an offset (each byte copied a bounded number of times, whatever the
-read size) and makes the reads one frame long (docs/benchmarks.md, "pika's socket reads"). Over
-TLS a read returns at most one TLS record (16 KiB) whatever is asked, so there only the first
-change counts.
+frames from the buffer at an offset (the frames of one read are each copied once, however many
+there are; a frame spread over several reads is still joined once per read, as in pika) and
+makes the reads one frame long (docs/benchmarks.md, "pika's frame reader"). Over TLS a read
+returns at most one TLS record (16 KiB) whatever is asked. Like pika's, the reader is not
+re-entrant: nothing pika runs inside `_process_frame` reads the socket (BlockingConnection only
+queues events there; handlers run after the read).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 from pika.connection import Connection
 
 RECV_BYTES = 128 * 1024  # one frame at RabbitMQ's default frame_max
+PIKA_READER = Connection.__dict__["_on_data_available"]  # pika's own, for the tests to compare
 _HEADER = struct.Struct(">BHL")  # frame type, channel, payload size (pika.frame.decode_frame)
 _PROTOCOL_HEADER = b"AMQP"  # what a broker sends back on a protocol version mismatch: 8 bytes
 
