@@ -1,6 +1,5 @@
 """The only module that imports pika (with amqp_errors.py, its error translation, and
-amqp_reads.py, the size of its socket reads): connect, declare, publish with confirms, consume,
-ack, claim.
+amqp_reads.py, its frame reader): connect, declare, publish with confirms, consume, ack, claim.
 
 pika errors never leave these modules: a lost connection becomes `BrokerUnavailable` (the service
 edge reconnects: common/reconnect.py), a refusal becomes `BrokerRefused`. pika's

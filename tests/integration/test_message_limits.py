@@ -101,4 +101,3 @@ def test_a_chunk_size_over_the_message_limit_stops_at_start(procs: Processes) ->
     assert procs.wait(coordinator, STOP_SECONDS) != 0
     [message] = errors(coordinator.log())
     assert "chunk_bytes (2097152) is over max_message_bytes (1048576)" in message, message
-
