@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+import pika
 from pika import frame, spec
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 from pika.connection import Connection
@@ -64,6 +65,14 @@ def on_data_available(self: Connection, data_in: bytes) -> None:
             self._frame_buffer = buffer[offset:]
 
 
-def apply() -> None:
+WRITTEN_FOR = ("1.3.", "1.4.")  # the pika releases whose reader is the one described above
+
+
+def apply(version: str = pika.__version__) -> bool:
+    """Install the reader and the read size on the pika releases they were written for (True);
+    a later pika, whose reader may differ or be fixed, keeps its own (False)."""
+    if not version.startswith(WRITTEN_FOR):
+        return False
     _AsyncTransportBase._MAX_RECV_BYTES = RECV_BYTES
     Connection._on_data_available = on_data_available
+    return True

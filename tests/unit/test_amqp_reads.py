@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pika.connection
+import pytest
 from pika import frame, spec
 
 from common import amqp_reads
@@ -181,3 +182,12 @@ def test_common_amqp_installs_it() -> None:
     import common.amqp  # noqa: F401
 
     assert pika.connection.Connection._on_data_available is amqp_reads.on_data_available
+
+
+def test_a_later_pika_keeps_its_own_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pika.connection.Connection, "_on_data_available", ORIGINAL)
+    assert not amqp_reads.apply("1.5.0")
+    assert pika.connection.Connection.__dict__["_on_data_available"] is ORIGINAL
+    assert amqp_reads.apply("1.4.4")
+    assert pika.connection.Connection.__dict__["_on_data_available"] is \
+        amqp_reads.on_data_available
