@@ -2,9 +2,8 @@
 amqp_reads.py, its frame reader): connect, declare, publish with confirms, consume, ack, claim.
 
 pika errors never leave these modules: a lost connection becomes `BrokerUnavailable` (the service
-edge reconnects: common/reconnect.py), a refusal becomes `BrokerRefused`. pika's
-BlockingConnection is not thread-safe: other threads hand work to the I/O thread with
-`call_threadsafe`.
+edge reconnects: common/reconnect.py), a refusal becomes `BrokerRefused`. pika's connection is
+not thread-safe: other threads hand work to the I/O thread with `call_threadsafe`.
 """
 
 from __future__ import annotations
