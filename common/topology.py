@@ -136,6 +136,13 @@ class Topology:
         """Secure aggregation: the coordinator consumes the helper's mask sums here."""
         return self._name("coordinator.mask-sums")
 
+    @property
+    def helper_outbox(self) -> str:
+        """Secure aggregation: fanout exchange the helper publishes its answers to, bound to
+        `helper_answers` alone. The helper writes here and nowhere else, so its broker user
+        needs no write permission on the default exchange (which reaches every queue)."""
+        return self._name("helper.out")
+
     def helper_queues(self) -> list[QueueSpec]:
         expires = {"x-expires": self.limits.expires_ms}
         return [QueueSpec(self.helper_requests, {**self._quorum(), **expires}),
@@ -154,7 +161,8 @@ class Topology:
     def exchanges(self) -> list[ExchangeSpec]:
         return [ExchangeSpec(self.model, "fanout"), ExchangeSpec(self.events, "topic"),
                 ExchangeSpec(self.dead_letter_exchange, "fanout"),
-                ExchangeSpec(self.inbox, "direct"), ExchangeSpec(self.evaluations, "fanout")]
+                ExchangeSpec(self.inbox, "direct"), ExchangeSpec(self.evaluations, "fanout"),
+                *([ExchangeSpec(self.helper_outbox, "fanout")] if self.secure else [])]
 
     def queues(self) -> list[QueueSpec]:
         dead_letter = {"x-dead-letter-exchange": self.dead_letter_exchange}
@@ -183,7 +191,8 @@ class Topology:
         return [(self.dead_letter_exchange, self.dead, ""),
                 (self.inbox, self.updates, UPDATE_KEY),
                 (self.inbox, self.model_requests, MODEL_REQUEST_KEY),
-                (self.inbox, self.eval_reports, EVAL_REPORT_KEY)]
+                (self.inbox, self.eval_reports, EVAL_REPORT_KEY),
+                *([(self.helper_outbox, self.helper_answers, "")] if self.secure else [])]
 
     def all_queue_names(self) -> list[str]:
         return [q.name for q in self.queues()]

@@ -3,8 +3,9 @@
 It consumes the coordinator's unmask requests (its own queue), opens each member's mask seed
 (sealed to it and signed by a registered worker, bound to the update id the request names), lets
 its rules decide (decisions.py: K_min, no update in two buffers, the same answer for the same
-buffer; journaled before any answer leaves), and answers sum w_i r_i mod 2^32 on the
-coordinator's queue, signed and sealed to the coordinator. A request is acked only after its
+buffer; journaled before any answer leaves), and answers sum w_i r_i mod 2^32 through its own
+exchange (`helper.out`, bound to the coordinator's queue alone), signed and sealed to the
+coordinator. A request is acked only after its
 answer is confirmed by the broker, so a helper killed mid-request answers it after a restart.
 It never receives anything derived from an update: only seeds, weights and ids.
 """
@@ -65,7 +66,7 @@ class HelperService:
             # the coordinator owns the topology (with its queue settings: replicas, expiry); a
             # helper that declared them with its own defaults would be refused by a mismatch
             queues = [queue.name for queue in self.topology.helper_queues()]
-            if not await_declared(broker, self.stop, queues):
+            if not await_declared(broker, self.stop, queues, [self.topology.helper_outbox]):
                 return
             broker.consume(self.topology.helper_requests, lambda d: self._on_request(broker, d),
                            prefetch=1)
@@ -83,7 +84,7 @@ class HelperService:
             broker.reject(delivery, requeue=False)
             return
         answer = self.answer(request)
-        broker.publish("", self.topology.helper_answers, self.codec.encode(
+        broker.publish(self.topology.helper_outbox, "", self.codec.encode(
             answer, {self.coordinator.name: self.coordinator.encryption}))
         broker.ack(delivery)  # after the answer's confirm (publish waits for it)
         self.answered += 1

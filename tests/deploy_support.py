@@ -32,7 +32,8 @@ USERS_SCRIPT = ROOT / "deploy" / "rabbitmq" / "users.sh"
 TEST_PASSWORDS = {"FEDMQ_ADMIN_PASSWORD": "test-admin-2f8d0c",
                   "FEDMQ_COORDINATOR_PASSWORD": "test-coordinator-91ab4e",
                   "FEDMQ_WORKER_PASSWORD": "test-worker-5c7e12",
-                  "FEDMQ_OBSERVER_PASSWORD": "test-observer-07d3aa"}
+                  "FEDMQ_OBSERVER_PASSWORD": "test-observer-07d3aa",
+                  "FEDMQ_HELPER_PASSWORD": "test-helper-6e1f3b"}
 
 
 def compose_env() -> dict[str, str]:

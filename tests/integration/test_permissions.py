@@ -1,5 +1,7 @@
 """The compose file's users and permissions, loaded into the local broker (a vhost of their own):
-a worker may read tasks, the model and its shard lease and write updates, and nothing else."""
+a worker may read tasks, the model and its shard lease and write updates, and nothing else; the
+secure-aggregation helper may read its requests and answer through its own exchange, and nothing
+else."""
 
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ from common.amqp import Broker, BrokerRefused
 from common.connection import await_declared
 from common.messages import Event
 from common.topology import UPDATE_KEY, Topology
-from tests.deploy_support import compose_config, credentials, fedmq_services
+from tests.deploy_support import (
+    compose_config,
+    credentials,
+    definitions,
+    fedmq_services,
+    password_of,
+)
 from tests.integration.vhost import LoadedDefinitions, definitions_in_fresh_vhost
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology()  # the plain names, as in the compose file: the vhost isolates the test
+SECURE = Topology(secure=True)  # the same, with secure aggregation's queues and exchange
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,7 @@ def declared(loaded: LoadedDefinitions) -> None:
     """The coordinator's user declares the whole topology, as the coordinator does at start."""
     coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
     try:
-        coordinator.declare(TOPOLOGY)
+        coordinator.declare(SECURE)
         leases.refill(coordinator, TOPOLOGY, 2)
     finally:
         coordinator.close()
@@ -129,3 +138,50 @@ def test_the_observer_sees_events_and_nothing_else(
     assert [event.name for event in seen] == ["version"]
     assert refusal(observer, lambda b: b.consume(TOPOLOGY.tasks, lambda d: None)) is not None
     assert refusal(observer, lambda b: b.publish(TOPOLOGY.inbox, UPDATE_KEY, b"x")) is not None
+
+
+def helper_url(loaded: LoadedDefinitions) -> str:
+    """The helper runs at another party's site, not in the compose file: its own user."""
+    return loaded.url_as("fedmq-helper", password_of(
+        next(u for u in definitions()["users"] if u["name"] == "fedmq-helper")))
+
+
+def test_the_helper_can_do_everything_its_job_needs(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    broker = Broker(helper_url(loaded), name="fedmq-test-helper")
+    try:
+        # what HelperService does: wait for its queues and exchange, consume the requests,
+        # answer through its exchange (with a confirm)
+        assert await_declared(broker, threading.Event(),
+                              [q.name for q in SECURE.helper_queues()], [SECURE.helper_outbox])
+        broker.consume(SECURE.helper_requests, lambda d: None, prefetch=1)
+        broker.publish(SECURE.helper_outbox, "", b"a mask sum")
+    finally:
+        broker.close()
+    # and the answer reached the coordinator's queue, and only it
+    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
+    try:
+        assert coordinator.queue_depth(SECURE.helper_answers)[0] == 1
+        assert coordinator.queue_depth(SECURE.updates)[0] == 0
+        coordinator.purge(SECURE.helper_answers)
+    finally:
+        coordinator.close()
+
+
+def test_the_helper_is_refused_everything_else(
+        loaded: LoadedDefinitions, declared: None) -> None:
+    helper = helper_url(loaded)
+    attempts = {
+        "answer via the default exchange": lambda b: b.publish("", SECURE.helper_answers, b"x"),
+        "forge a task": lambda b: b.publish("", SECURE.tasks, b"forged task"),
+        "forge an update": lambda b: b.publish(SECURE.inbox, UPDATE_KEY, b"forged update"),
+        "publish a model": lambda b: b.publish(SECURE.model, "", b"forged model"),
+        "read the updates (shares)": lambda b: b.consume(SECURE.updates, lambda d: None),
+        "read the answers": lambda b: b.consume(SECURE.helper_answers, lambda d: None),
+        "listen to the model": lambda b: b.private_queue(SECURE.model),
+        "declare the topology": lambda b: b.declare(SECURE),
+        "delete its requests queue": lambda b: b.delete_queue(SECURE.helper_requests),
+    }
+    for what, action in attempts.items():
+        refused = refusal(helper, action)
+        assert refused is not None and refused.code == 403, what

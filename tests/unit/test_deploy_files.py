@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common.topology import Topology
 from tests.deploy_support import (
     COMPOSE_FILE,
     COMPOSE_TLS_FILE,
@@ -85,7 +86,9 @@ def test_the_broker_loads_the_definitions_and_limits_message_size(config: dict[s
 def test_definitions_have_one_user_per_role_with_the_compose_passwords(
         config: dict[str, Any]) -> None:
     users = {u["name"]: u for u in definitions()["users"]}
-    assert set(users) == {"fedmq-admin", *ROLE_USERS.values()}
+    # (fedmq-helper: secure aggregation's helper, run by another party at its own site, so no
+    # service of this compose file uses it; the broker only provisions its user)
+    assert set(users) == {"fedmq-admin", "fedmq-helper", *ROLE_USERS.values()}
     assert users["fedmq-admin"]["tags"] == ["administrator"]
     assert users["fedmq-worker"]["tags"] == [] and users["fedmq-coordinator"]["tags"] == []
     services = fedmq_services(config)
@@ -173,6 +176,16 @@ def test_worker_permissions_are_least_privilege() -> None:
         assert granted in worker["read"]
     for refused in ("updates", "dead", "events"):
         assert refused not in worker["read"] + worker["write"]
+
+
+def test_helper_permissions_are_least_privilege() -> None:
+    helper = next(p for p in definitions()["permissions"] if p["user"] == "fedmq-helper")
+    assert helper["configure"] == "^$", "the coordinator declares the helper's queues"
+    assert "amq\\.default" not in helper["write"], "the default exchange reaches every queue"
+    assert re.fullmatch(helper["write"], Topology("j", secure=True).helper_outbox)
+    assert re.fullmatch(helper["read"], Topology("j", secure=True).helper_requests)
+    for refused in ("updates", "tasks", "inbox", "mask-sums", "model", "dead", "events"):
+        assert refused not in helper["read"] + helper["write"]
 
 
 def test_the_worker_service_scales(config: dict[str, Any]) -> None:
