@@ -28,65 +28,79 @@ WINDOW_BYTES = 256 * 1024 * 1024
 
 def measure(url: str, body_bytes: int, seconds: float = 5.0,
             publishers: int = 4) -> dict[str, Any]:
-    """Messages and MB per second through the broker for bodies of `body_bytes`."""
+    """Messages and MB per second through the broker for bodies of `body_bytes`. Each
+    connection is used by one thread; an error in any of them is raised here once all have
+    stopped."""
     queue = f"fedmq.bench.raw-{uuid.uuid4().hex[:8]}"
-    senders = [Broker(url, name=f"fedmq-bench-raw-publisher-{i}") for i in range(publishers)]
-    publisher = senders[0]
-    consumer = Broker(url, name="fedmq-bench-raw-consumer")
     window = max(2, WINDOW_BYTES // max(body_bytes, 1))
-    consumed = 0
+    consumed = published = 0
     done = threading.Event()
+    errors: list[BaseException] = []
+    brokers: list[Broker] = []
     try:
-        publisher._channel.queue_declare(queue, durable=True,
-                                         arguments={"x-queue-type": "quorum"})
+        consumer = Broker(url, name="fedmq-bench-raw-consumer")
+        brokers.append(consumer)
+        consumer.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum"}))
+        senders = [Broker(url, name=f"fedmq-bench-raw-publisher-{i}") for i in range(publishers)]
+        brokers += senders
 
         def on_message(delivery: Delivery) -> None:
             nonlocal consumed
             consumer.ack(delivery)
             consumed += 1
 
-        consumer.consume(queue, on_message, prefetch=16)
-
         def serve() -> None:
-            while not done.is_set():
-                consumer.process(0.05)
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        body = bytes(body_bytes)
-        published, started = 0, time.monotonic()
-        lock = threading.Lock()
+            try:
+                while not done.is_set():
+                    consumer.process(0.05)
+            except BaseException as exc:  # raised by measure() once every thread has stopped
+                errors.append(exc)
 
         def publish(sender: Broker) -> None:
             nonlocal published
-            while time.monotonic() - started < seconds:
-                if published - consumed >= window:
-                    time.sleep(0.001)
-                    continue
-                with lock:
-                    published += 1
-                sender.publish("", queue, body)
+            try:
+                while time.monotonic() - started < seconds and not errors:
+                    if published - consumed >= window:
+                        time.sleep(0.001)
+                        continue
+                    with lock:
+                        published += 1
+                    sender.publish("", queue, body)
+            except BaseException as exc:
+                errors.append(exc)
 
+        consumer.consume(queue, on_message, prefetch=16)
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        body, lock = bytes(body_bytes), threading.Lock()
+        started = time.monotonic()
         threads = [threading.Thread(target=publish, args=(s,)) for s in senders]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         deadline = time.monotonic() + 60
-        while consumed < published and time.monotonic() < deadline:
+        while consumed < published and time.monotonic() < deadline and not errors:
             time.sleep(0.005)
         elapsed = time.monotonic() - started
         done.set()
-        thread.join(5)
+        server.join()
+        if errors:
+            raise errors[0]
+        if consumed < published:
+            raise TimeoutError(f"{published - consumed} of {published} messages not consumed "
+                               f"in 60 s")
         return {"messages_per_s": consumed / elapsed,
                 "mb_per_s": consumed * body_bytes / elapsed / 1e6,
                 "messages": consumed, "body_bytes": body_bytes}
     finally:
         done.set()
-        publisher._channel.queue_delete(queue)
-        for sender in senders:
-            sender.close()
-        consumer.close()
+        with contextlib.suppress(FedmqError):
+            if brokers:
+                brokers[0].delete_queue(queue)
+        for broker in brokers:
+            with contextlib.suppress(FedmqError):
+                broker.close()
 
 
 def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,

@@ -90,3 +90,13 @@ def test_the_relay_baseline_answers_every_update_with_a_model(
     assert result["updates"] > 0
     assert result["relayed"] == result["updates"]  # each client waits for its reply
     assert not [q for q in management.queues() if q["name"].startswith("fedmq.bench.relay-")]
+
+
+def test_the_raw_baseline_consumes_every_message_it_published(
+        amqp_url: str, management: Management) -> None:
+    """bench/raw_rate.py's raw rate: every message published was consumed (the rate counts
+    consumed ones), and its queue is gone after."""
+    result = raw_rate.measure(amqp_url, 20_000, seconds=1.0, publishers=2)
+    assert result["messages"] > 0
+    assert result["mb_per_s"] == pytest.approx(result["messages_per_s"] * 20_000 / 1e6)
+    assert not [q for q in management.queues() if q["name"].startswith("fedmq.bench.raw-")]
