@@ -40,9 +40,13 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
     try:
         consumer = Broker(url, name="fedmq-bench-raw-consumer")
         brokers.append(consumer)
-        consumer.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum"}))
-        senders = [Broker(url, name=f"fedmq-bench-raw-publisher-{i}") for i in range(publishers)]
-        brokers += senders
+        # (x-expires: the broker drops it a minute after its last use if the delete below fails)
+        consumer.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum",
+                                                 "x-expires": 60_000}))
+        senders: list[Broker] = []
+        for i in range(publishers):
+            senders.append(Broker(url, name=f"fedmq-bench-raw-publisher-{i}"))
+            brokers.append(senders[-1])
 
         def on_message(delivery: Delivery) -> None:
             nonlocal consumed
@@ -92,7 +96,7 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
                                f"in 60 s")
         return {"messages_per_s": consumed / elapsed,
                 "mb_per_s": consumed * body_bytes / elapsed / 1e6,
-                "messages": consumed, "body_bytes": body_bytes}
+                "messages": consumed, "body_bytes": body_bytes, "queue": queue}
     finally:
         done.set()
         with contextlib.suppress(FedmqError):
