@@ -141,19 +141,20 @@ def test_the_helper_and_the_coordinator_killed_mid_job(procs: Processes, broker:
         # and applied once: one answer per request, one step per buffer
         # (the request the fault kills the coordinator after is never logged, so the count
         # comes from the helpers: each buffer answered once, then "again" per request)
+        # The kill can land anywhere after the first helper's journal line: before its log
+        # line, before its answer is published (that answer never leaves, its request comes
+        # back to helper-2 as "again" and the restarted coordinator applies that buffer from
+        # an "again" answer) or after. So the counts come from the journal, not that log.
         helpers = procs.started[0].log() + procs.started[-1].log()
+        buffers = [entry["buffer"] for entry in journal(state)]
+        assert len(buffers) == len(set(buffers)) == MAX_UPDATES // K, buffers
         answered = re.findall(r"answered buffer (\w+)", helpers)
-        assert len(answered) == len(set(answered)) == MAX_UPDATES // K, helpers
+        assert len(answered) == len(set(answered)) >= MAX_UPDATES // K - 1, helpers
         again = procs.started[-1].log().count("answered again")
         assert again >= 2, helpers
-        # The kill can land between the helper's journal and its answer's publish: that first
-        # answer never leaves, its request comes back to helper-2 ("again") and the restarted
-        # coordinator applies that buffer from an "again" answer. So each buffer the first
-        # helper journaled but the first coordinator never applied takes one "again" answer.
         resumed = re.search(r"resuming job .* at version (\d+)", coordinator.log())
         assert resumed is not None, coordinator.log()
-        unapplied = len(re.findall(r"answered buffer", procs.started[0].log())) \
-            - int(resumed.group(1))
+        unapplied = 1 - int(resumed.group(1))  # of the one buffer the first helper journaled
         assert unapplied in (0, 1), (resumed.group(0), helpers)
         ignored = coordinator.log().count("(applied before); ignored")
         assert ignored == again - unapplied, coordinator.log()
