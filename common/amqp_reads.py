@@ -7,12 +7,15 @@ copies grow with the buffer: a 128 KiB body frame (RabbitMQ's default frame_max)
 backlog) is copied once per frame, which grows with the square of the read size: larger reads
 alone would make that worse. pika has no setting for either, so this module, once, when
 common/amqp.py is imported, replaces pika's `Connection._on_data_available` with one that cuts
-frames from the buffer at an offset (the frames of one read are each copied once, however many
-there are; a frame spread over several reads is still joined once per read, as in pika) and
-makes the reads one frame long (docs/benchmarks.md, "pika's frame reader"). Over TLS a read
-returns at most one TLS record (16 KiB) whatever is asked. Like pika's, the reader is not
-re-entrant: nothing pika runs inside `_process_frame` reads the socket (BlockingConnection only
-queues events there; handlers run after the read).
+frames from the buffer at an offset (the frames of one read are each sliced out of it once, and
+sliced again by pika's `decode_frame`, however many there are; a frame spread over several reads
+is still joined once per read, as in pika) and makes the reads one frame long
+(docs/benchmarks.md, "pika's frame reader"). Over TLS a read returns at most one TLS record
+(16 KiB) whatever is asked. Unlike pika's, the reader is not re-entrant (the frames of a read
+leave the buffer after the read, not one by one): nothing pika runs inside `_process_frame`
+reads the socket with BlockingConnection, which only queues events there (handlers run after
+the read); a SelectConnection that read from a frame handler would need the offset kept on the
+connection.
 """
 
 from __future__ import annotations

@@ -185,9 +185,13 @@ def test_common_amqp_installs_it() -> None:
 
 
 def test_a_later_pika_keeps_its_own_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = amqp_reads._AsyncTransportBase
     monkeypatch.setattr(pika.connection.Connection, "_on_data_available", ORIGINAL)
+    monkeypatch.setattr(transport, "_MAX_RECV_BYTES", 4096)  # pika's own read size
     assert not amqp_reads.apply("1.5.0")
     assert pika.connection.Connection.__dict__["_on_data_available"] is ORIGINAL
+    assert transport._MAX_RECV_BYTES == 4096
     assert amqp_reads.apply("1.4.4")
     assert pika.connection.Connection.__dict__["_on_data_available"] is \
         amqp_reads.on_data_available
+    assert transport._MAX_RECV_BYTES == amqp_reads.RECV_BYTES
