@@ -37,6 +37,7 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
     done = threading.Event()
     errors: list[BaseException] = []
     brokers: list[Broker] = []
+    running: list[threading.Thread] = []
     try:
         consumer = Broker(url, name="fedmq-bench-raw-consumer")
         brokers.append(consumer)
@@ -75,10 +76,12 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
 
         consumer.consume(queue, on_message, prefetch=16)
         server = threading.Thread(target=serve, daemon=True)
+        running.append(server)
         server.start()
         body, lock = bytes(body_bytes), threading.Lock()
         started = time.monotonic()
         threads = [threading.Thread(target=publish, args=(s,)) for s in senders]
+        running.extend(threads)
         for t in threads:
             t.start()
         for t in threads:
@@ -98,7 +101,7 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
                 "mb_per_s": consumed * body_bytes / elapsed / 1e6,
                 "messages": consumed, "body_bytes": body_bytes, "queue": queue}
     finally:
-        done.set()
+        stop(done, errors, running)
         with contextlib.suppress(FedmqError):
             if brokers:
                 brokers[0].delete_queue(queue)
@@ -128,13 +131,16 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
     answered = 0
     received = [0] * workers
     brokers: list[Broker] = []
+    running: list[threading.Thread] = []
     try:
         relay_broker = Broker(url, name="fedmq-bench-relay")
         brokers.append(relay_broker)
         replies = relay_broker.open_channel(confirms=False)
         relay_broker.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum"}))
-        clients = [Broker(url, name=f"fedmq-bench-relay-worker-{i}") for i in range(workers)]
-        brokers += clients
+        clients: list[Broker] = []
+        for i in range(workers):
+            clients.append(Broker(url, name=f"fedmq-bench-relay-worker-{i}"))
+            brokers.append(clients[-1])
 
         def on_update(delivery: Delivery) -> None:
             nonlocal answered
@@ -172,9 +178,11 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
 
         relay_broker.consume(queue, on_update, prefetch=16)
         server = threading.Thread(target=serve, daemon=True)
+        running.append(server)
         server.start()
         started = time.monotonic()
         threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+        running.extend(threads)
         for t in threads:
             t.start()
         for t in threads:
@@ -190,10 +198,22 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
                 "updates": updates, "update_bytes": update_bytes, "model_bytes": model_bytes,
                 "workers": workers, "relayed": answered}
     finally:
-        done.set()
+        stop(done, errors, running)
         with contextlib.suppress(FedmqError):
             if brokers:
                 brokers[0].delete_queue(queue)
         for broker in brokers:
             with contextlib.suppress(FedmqError):
                 broker.close()
+
+
+def stop(done: threading.Event, errors: list[BaseException],
+         running: list[threading.Thread]) -> None:
+    """End every thread still using a connection (left early: an interrupt, a failed start)
+    before the connections are used for cleanup: pika connections are not thread-safe."""
+    done.set()
+    if any(t.is_alive() for t in running):
+        errors.append(RuntimeError("stopped"))  # ends every loop
+    for t in running:
+        if t.ident is not None:
+            t.join(70)  # (a client waits at most 60 s for a reply)
