@@ -17,6 +17,8 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from common.amqp import Broker, Delivery
@@ -24,6 +26,59 @@ from common.errors import FedmqError
 from common.topology import REPLY_TO, QueueSpec
 
 WINDOW_BYTES = 256 * 1024 * 1024
+
+
+class Crew:
+    """A baseline's connections and the threads that use them, one connection per thread: an
+    error in any thread is kept and raised by `check` once all have stopped; `close` ends the
+    threads still running before it deletes the queue and closes the connections."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.done = threading.Event()
+        self.errors: list[BaseException] = []
+        self.running: list[threading.Thread] = []
+        self.brokers: list[Broker] = []
+
+    def connect(self, name: str) -> Broker:
+        self.brokers.append(Broker(self.url, name=name))
+        return self.brokers[-1]
+
+    def start(self, target: Callable[[], None]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # raised by check() once every thread has stopped
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=guarded, daemon=True)
+        self.running.append(thread)
+        thread.start()
+        return thread
+
+    def serve(self, broker: Broker) -> threading.Thread:
+        """A thread serving `broker`'s consumers until `done`."""
+        def loop() -> None:
+            while not self.done.is_set():
+                broker.process(0.05)
+        return self.start(loop)
+
+    def check(self) -> None:
+        """After the clients' threads: stop the serving ones, raise the first error."""
+        self.done.set()
+        for thread in self.running:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def close(self, queue: str) -> None:
+        stop(self.done, self.errors, self.running)
+        with contextlib.suppress(FedmqError):
+            if self.brokers:
+                self.brokers[0].delete_queue(queue)
+        for broker in self.brokers:
+            with contextlib.suppress(FedmqError):
+                broker.close()
 
 
 def measure(url: str, body_bytes: int, seconds: float = 5.0,
@@ -34,66 +89,40 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
     queue = f"fedmq.bench.raw-{uuid.uuid4().hex[:8]}"
     window = max(2, WINDOW_BYTES // max(body_bytes, 1))
     consumed = published = 0
-    done = threading.Event()
-    errors: list[BaseException] = []
-    brokers: list[Broker] = []
-    running: list[threading.Thread] = []
+    crew = Crew(url)
     try:
-        consumer = Broker(url, name="fedmq-bench-raw-consumer")
-        brokers.append(consumer)
+        consumer = crew.connect("fedmq-bench-raw-consumer")
         # (x-expires: the broker drops it a minute after its last use if the delete below fails)
         consumer.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum",
                                                  "x-expires": 60_000}))
-        senders: list[Broker] = []
-        for i in range(publishers):
-            senders.append(Broker(url, name=f"fedmq-bench-raw-publisher-{i}"))
-            brokers.append(senders[-1])
+        senders = [crew.connect(f"fedmq-bench-raw-publisher-{i}") for i in range(publishers)]
 
         def on_message(delivery: Delivery) -> None:
             nonlocal consumed
             consumer.ack(delivery)
             consumed += 1
 
-        def serve() -> None:
-            try:
-                while not done.is_set():
-                    consumer.process(0.05)
-            except BaseException as exc:  # raised by measure() once every thread has stopped
-                errors.append(exc)
-
         def publish(sender: Broker) -> None:
             nonlocal published
-            try:
-                while time.monotonic() - started < seconds and not errors:
-                    if published - consumed >= window:
-                        time.sleep(0.001)
-                        continue
-                    with lock:
-                        published += 1
-                    sender.publish("", queue, body)
-            except BaseException as exc:
-                errors.append(exc)
+            while time.monotonic() - started < seconds and not crew.errors:
+                if published - consumed >= window:
+                    time.sleep(0.001)
+                    continue
+                with lock:
+                    published += 1
+                sender.publish("", queue, body)
 
         consumer.consume(queue, on_message, prefetch=16)
-        server = threading.Thread(target=serve, daemon=True)
-        running.append(server)
-        server.start()
+        crew.serve(consumer)
         body, lock = bytes(body_bytes), threading.Lock()
         started = time.monotonic()
-        threads = [threading.Thread(target=publish, args=(s,)) for s in senders]
-        running.extend(threads)
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for thread in [crew.start(partial(publish, s)) for s in senders]:
+            thread.join()
         deadline = time.monotonic() + 60
-        while consumed < published and time.monotonic() < deadline and not errors:
+        while consumed < published and time.monotonic() < deadline and not crew.errors:
             time.sleep(0.005)
         elapsed = time.monotonic() - started
-        done.set()
-        server.join()
-        if errors:
-            raise errors[0]
+        crew.check()
         if consumed < published:
             raise TimeoutError(f"{published - consumed} of {published} messages not consumed "
                                f"in 60 s")
@@ -101,13 +130,7 @@ def measure(url: str, body_bytes: int, seconds: float = 5.0,
                 "mb_per_s": consumed * body_bytes / elapsed / 1e6,
                 "messages": consumed, "body_bytes": body_bytes, "queue": queue}
     finally:
-        stop(done, errors, running)
-        with contextlib.suppress(FedmqError):
-            if brokers:
-                brokers[0].delete_queue(queue)
-        for broker in brokers:
-            with contextlib.suppress(FedmqError):
-                broker.close()
+        crew.close(queue)
 
 
 def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
@@ -126,21 +149,14 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
     queue = f"fedmq.bench.relay-{uuid.uuid4().hex[:8]}"
     model = bytes(model_bytes)
     body = bytes(update_bytes)
-    done = threading.Event()
-    errors: list[BaseException] = []
     answered = 0
     received = [0] * workers
-    brokers: list[Broker] = []
-    running: list[threading.Thread] = []
+    crew = Crew(url)
     try:
-        relay_broker = Broker(url, name="fedmq-bench-relay")
-        brokers.append(relay_broker)
+        relay_broker = crew.connect("fedmq-bench-relay")
         replies = relay_broker.open_channel(confirms=False)
         relay_broker.declare_queue(QueueSpec(queue, {"x-queue-type": "quorum"}))
-        clients: list[Broker] = []
-        for i in range(workers):
-            clients.append(Broker(url, name=f"fedmq-bench-relay-worker-{i}"))
-            brokers.append(clients[-1])
+        clients = [crew.connect(f"fedmq-bench-relay-worker-{i}") for i in range(workers)]
 
         def on_update(delivery: Delivery) -> None:
             nonlocal answered
@@ -149,13 +165,6 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
             relay_broker.ack(delivery)
             answered += 1
 
-        def serve() -> None:
-            try:
-                while not done.is_set():
-                    relay_broker.process(0.05)
-            except BaseException as exc:  # raised by relay() once every thread has stopped
-                errors.append(exc)
-
         def work(index: int) -> None:
             client, waiting = clients[index], [False]
 
@@ -163,48 +172,30 @@ def relay(url: str, update_bytes: int, model_bytes: int, seconds: float = 5.0,
                 waiting[0] = False
                 received[index] += 1
 
-            try:
-                client.consume(REPLY_TO, on_model, auto_ack=True)
-                while time.monotonic() - started < seconds and not errors:
-                    waiting[0] = True
-                    client.publish("", queue, body, reply_to=REPLY_TO)
-                    deadline = time.monotonic() + 60
-                    while waiting[0]:
-                        if time.monotonic() > deadline or errors:
-                            raise TimeoutError("the relay sent no model for 60 s")
-                        client.process(0.01)
-            except BaseException as exc:
-                errors.append(exc)
+            client.consume(REPLY_TO, on_model, auto_ack=True)
+            while time.monotonic() - started < seconds and not crew.errors:
+                waiting[0] = True
+                client.publish("", queue, body, reply_to=REPLY_TO)
+                deadline = time.monotonic() + 60
+                while waiting[0]:
+                    if time.monotonic() > deadline or crew.errors:
+                        raise TimeoutError("the relay sent no model for 60 s")
+                    client.process(0.01)
 
         relay_broker.consume(queue, on_update, prefetch=16)
-        server = threading.Thread(target=serve, daemon=True)
-        running.append(server)
-        server.start()
+        crew.serve(relay_broker)
         started = time.monotonic()
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-        running.extend(threads)
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for thread in [crew.start(partial(work, i)) for i in range(workers)]:
+            thread.join()
         elapsed = time.monotonic() - started
-        done.set()
-        server.join()
-        if errors:
-            raise errors[0]
+        crew.check()
         updates = sum(received)
         return {"updates_per_s": updates / elapsed,
                 "mb_per_s": updates * update_bytes / elapsed / 1e6,
                 "updates": updates, "update_bytes": update_bytes, "model_bytes": model_bytes,
                 "workers": workers, "relayed": answered}
     finally:
-        stop(done, errors, running)
-        with contextlib.suppress(FedmqError):
-            if brokers:
-                brokers[0].delete_queue(queue)
-        for broker in brokers:
-            with contextlib.suppress(FedmqError):
-                broker.close()
+        crew.close(queue)
 
 
 def stop(done: threading.Event, errors: list[BaseException],

@@ -6,7 +6,7 @@ else."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -64,6 +64,25 @@ def refusal(url: str, action: Callable[[Broker], object]) -> BrokerRefused | Non
     return None
 
 
+def all_refused(url: str, attempts: dict[str, Callable[[Broker], object]]) -> None:
+    """Each attempt, on a fresh connection, is refused with 403 (ACCESS_REFUSED)."""
+    for what, action in attempts.items():
+        refused = refusal(url, action)
+        assert refused is not None and refused.code == 403, what
+
+
+def landed_once(loaded: LoadedDefinitions, queue: str, nowhere_else: Sequence[str] = ()) -> None:
+    """As the coordinator: one message in `queue` (then purged), none in `nowhere_else`."""
+    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
+    try:
+        assert coordinator.queue_depth(queue)[0] == 1
+        for other in nowhere_else:
+            assert coordinator.queue_depth(other)[0] == 0
+        coordinator.purge(queue)
+    finally:
+        coordinator.close()
+
+
 def test_the_worker_is_refused_updates_and_the_model_exchange(
         loaded: LoadedDefinitions, declared: None) -> None:
     worker = url_of(loaded, "worker")
@@ -89,9 +108,7 @@ def test_the_worker_cannot_reach_other_queues_or_change_the_topology(
         "declare the topology": lambda b: b.declare(TOPOLOGY),
         "delete the tasks queue": lambda b: b.delete_queue(TOPOLOGY.tasks),
     }
-    for what, action in attempts.items():
-        refused = refusal(worker, action)
-        assert refused is not None and refused.code == 403, what
+    all_refused(worker, attempts)
 
 
 def test_the_worker_can_do_everything_its_job_needs(
@@ -109,12 +126,7 @@ def test_the_worker_can_do_everything_its_job_needs(
     finally:
         broker.close()
     # and its update reached the updates queue
-    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
-    try:
-        assert coordinator.queue_depth(TOPOLOGY.updates)[0] == 1
-        coordinator.purge(TOPOLOGY.updates)
-    finally:
-        coordinator.close()
+    landed_once(loaded, TOPOLOGY.updates)
 
 
 def test_the_observer_sees_events_and_nothing_else(
@@ -159,13 +171,7 @@ def test_the_helper_can_do_everything_its_job_needs(
     finally:
         broker.close()
     # and the answer reached the coordinator's queue, and only it
-    coordinator = Broker(url_of(loaded, "coordinator"), name="fedmq-test-coordinator")
-    try:
-        assert coordinator.queue_depth(SECURE.helper_answers)[0] == 1
-        assert coordinator.queue_depth(SECURE.updates)[0] == 0
-        coordinator.purge(SECURE.helper_answers)
-    finally:
-        coordinator.close()
+    landed_once(loaded, SECURE.helper_answers, nowhere_else=[SECURE.updates])
 
 
 def test_the_helper_is_refused_everything_else(
@@ -182,6 +188,4 @@ def test_the_helper_is_refused_everything_else(
         "declare the topology": lambda b: b.declare(SECURE),
         "delete its requests queue": lambda b: b.delete_queue(SECURE.helper_requests),
     }
-    for what, action in attempts.items():
-        refused = refusal(helper, action)
-        assert refused is not None and refused.code == 403, what
+    all_refused(helper, attempts)
