@@ -5,8 +5,8 @@ It consumes the coordinator's unmask requests (its own queue), opens each member
 its rules decide (decisions.py: K_min, no update in two buffers, the same answer for the same
 buffer; journaled before any answer leaves), and answers sum w_i r_i mod 2^32 through its own
 exchange (`helper.out`, bound to the coordinator's queue alone), signed and sealed to the
-coordinator. A request is acked only after its
-answer is confirmed by the broker, so a helper killed mid-request answers it after a restart.
+coordinator. A request is acked only after its answer is confirmed by the broker, so a helper
+killed mid-request answers it after a restart.
 It never receives anything derived from an update: only seeds, weights and ids.
 """
 
