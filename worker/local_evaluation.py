@@ -3,9 +3,11 @@ split when the coordinator asks (coordinator/federated_eval.py has the other sid
 
 Requests arrive on a private queue bound to the evaluations fanout. A worker evaluates a request
 only if the sample picks it (a hash of its id and the version, so the coordinator's share holds
-across the fleet without any coordination) and only if no evaluation of its own is running: an
-evaluation never queues up behind another nor waits for training, which runs in its own thread
-on another model instance. The report (metrics and the validation size) goes to the inbox.
+across the fleet without any coordination). Evaluations never build a backlog nor wait for
+training, which runs in its own thread on another model instance: a request that comes while an
+evaluation runs waits in one slot, where a newer one replaces it, and is evaluated next (as the
+coordinator's own evaluation does), so the final version's request is never lost behind an
+earlier one. The report (metrics and the validation size) goes to the inbox.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ class LocalEvaluation:
         # the built-in classifiers' loss and accuracy are LearningTask's defaults
         learning_task.compile_model(self.model, task or LearningTask(build_model=build),
                                     learning_rate=0.1)
-        self.running: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.busy = False  # an evaluation thread is running
+        self.pending: tuple[Broker, EvalRequest] | None = None  # the newest request waiting
         self.done = 0
-        self.skipped = 0  # requests that came while an evaluation was running
+        self.skipped = 0  # requests replaced by a newer one while an evaluation was running
 
     def subscribe(self, broker: Broker) -> None:
         queue = broker.private_queue(self.topology.evaluations)
@@ -67,12 +71,27 @@ class LocalEvaluation:
             return
         if not sampled(self.worker_id, request.version, request.sample):
             return
-        if self.running is not None and self.running.is_alive():
-            self.skipped += 1
-            return
-        self.running = threading.Thread(target=self._evaluate, args=(broker, request),
-                                        daemon=True)
-        self.running.start()
+        with self.lock:
+            if self.busy:
+                if self.pending is not None and self.pending[1].version > request.version:
+                    self.skipped += 1  # an older request than the one already waiting
+                    return
+                if self.pending is not None:
+                    self.skipped += 1  # the one waiting is replaced by this newer one
+                self.pending = (broker, request)
+                return
+            self.busy = True
+        threading.Thread(target=self._run, args=(broker, request), daemon=True).start()
+
+    def _run(self, broker: Broker, request: EvalRequest) -> None:
+        """Evaluation thread: this request, then the one waiting, until none is."""
+        job: tuple[Broker, EvalRequest] | None = (broker, request)
+        while job is not None:
+            if not self.stop.is_set():
+                self._evaluate(*job)
+            with self.lock:
+                job, self.pending = self.pending, None
+                self.busy = job is not None
 
     def _evaluate(self, broker: Broker, request: EvalRequest) -> None:
         """Evaluation thread: touches the broker only through call_threadsafe."""

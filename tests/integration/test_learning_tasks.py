@@ -61,9 +61,12 @@ def test_a_regression_with_no_data_on_the_coordinator_ends_with_federated_metric
     assert federated["version"] == summary["versions"] and federated["workers"] == 2, federated
     assert set(federated["per_worker"]) == {"site-0", "site-1"}
     assert set(federated["mean"]) == {"loss", "mae"} and federated["metric"] == "mae"
-    # And the history shows the federated MAE falling, with the worst site never better
+    # And the history shows the federated MAE falling from the first evaluated version to the
+    # last, with the worst site never better (a round asked for while a site is still evaluating
+    # an earlier one may be replaced by a newer request, so only the first and last are certain)
     rows = [r for r in history(out) if r["fed_metric"]]
-    assert len(rows) >= 3 and all(r["accuracy"] == "" for r in history(out))
+    assert len(rows) >= 2 and all(r["accuracy"] == "" for r in history(out))
+    assert int(rows[0]["version"]) < int(rows[-1]["version"]) == summary["versions"], rows
     assert float(rows[-1]["fed_metric"]) < float(rows[0]["fed_metric"]), rows
     assert all(float(r["worst_metric"]) >= float(r["fed_metric"]) - 1e-9 for r in rows)
 
