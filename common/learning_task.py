@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from common import models
 from common.errors import ConfigError
 
 Data = tuple[np.ndarray, np.ndarray]
@@ -67,6 +68,7 @@ def load(spec: str) -> LearningTask:
     module_name, colon, function_name = spec.partition(":")
     if not colon or not module_name or not function_name:
         raise ConfigError(f"task {spec!r}: give it as 'package.module:function'")
+    models.import_keras()  # before the task's module imports Keras itself
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as exc:
@@ -96,6 +98,7 @@ def _renamed(task: LearningTask, name: str) -> LearningTask:
 
 def build(task: LearningTask, seed: int) -> Any:
     """The task's fresh model; the same task and seed give the same initial weights."""
+    models.import_keras()
     import keras
 
     keras.utils.set_random_seed(seed)
