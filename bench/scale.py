@@ -16,7 +16,6 @@ latency (an update's confirmed publish to the `version` event of the version tha
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,15 +26,13 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 import numpy as np
-import requests
 
 from bench import command, raw_rate, scale_model
 from bench.scale_report import describe, plot, table
-from common.errors import FedmqError
+from common.job_removal import remove_job
 from common.topology import Topology
 from fedmq.management import Management
 
@@ -164,7 +161,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             fleet.wait()
         for log in logs:
             log.close()
-        cleanup(management, Topology(job))
+        remove_job(cell.amqp_url, Topology(job), name="fedmq-bench-cleanup")
     summary = json.loads((cell.out / "summary.json").read_text()) if code == 0 else {}
     ledger = json.loads((cell.out / "ledger.json").read_text()) if code == 0 else {}
     fleet_report = json.loads(report.read_text()) if report.exists() else {}
@@ -194,15 +191,6 @@ def row(cell: Cell, code: int, peak_rss: int, sent_to_workers: int, summary: dic
             "peak_rss_mb": peak_rss / 1e6,
             "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
             "latency_p99_s": float(np.percentile(lat, 99)) if lat else None}
-
-
-def cleanup(management: Management, topology: Topology) -> None:
-    """Delete the job's queues and exchanges (the broker is shared)."""
-    names = [("queues", q) for q in topology.all_queue_names()] + \
-        [("exchanges", e.name) for e in topology.exchanges()]
-    for kind, name in names:
-        with contextlib.suppress(FedmqError, requests.HTTPError):
-            management._request("DELETE", f"{kind}/{management.vhost}/{quote(name, safe='')}")
 
 
 def run(out: Path, grid: list[tuple[str, int]], **options: Any) -> dict[str, Any]:

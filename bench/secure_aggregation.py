@@ -27,8 +27,7 @@ import click
 
 from bench import command
 from common import identity
-from common.amqp import Broker
-from common.errors import FedmqError
+from common.job_removal import remove_job
 from common.topology import Topology
 
 MODES = ("plain", "secure")
@@ -91,22 +90,12 @@ def run_one(mode: str, options: dict[str, Any], keys: Path, out: Path) -> dict[s
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
-        delete_queues(options["amqp_url"], job)
+        remove_job(options["amqp_url"], Topology(job, secure=True), name="fedmq-bench-cleanup")
     summary = json.loads((out / "results" / "summary.json").read_text())
     return {"final_accuracy": summary["final_accuracy"],
             "updates_applied": summary["updates_applied"],
             "bytes_per_update": summary["bytes_received"] / max(1, summary["updates_applied"]),
             "versions": summary["versions"], "job_seconds": round(seconds, 1)}
-
-
-def delete_queues(url: str, job: str) -> None:
-    broker = Broker(url, name="fedmq-bench-cleanup")
-    try:
-        for name in Topology(job, secure=True).all_queue_names():
-            with contextlib.suppress(FedmqError):
-                broker.delete_queue(name)
-    finally:
-        broker.close()
 
 
 @click.command("secure-aggregation",

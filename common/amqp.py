@@ -184,6 +184,10 @@ class Broker:
         with translated():
             self._channel.queue_delete(queue)
 
+    def delete_exchange(self, exchange: str) -> None:
+        with translated():
+            self._channel.exchange_delete(exchange)
+
     # ------------------------------------------------------------ publish
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,

@@ -24,11 +24,6 @@ def declare_queue(broker: Broker, name: str, bind_to: str | None = None, *,
             broker._channel.queue_bind(name, bind_to, routing_key=routing_key)
 
 
-def delete_exchange(broker: Broker, exchange: str) -> None:
-    with _translated():
-        broker._channel.exchange_delete(exchange)
-
-
 def is_open(broker: Broker) -> bool:
     """Whether the broker's connection and its channel are both open."""
     return bool(broker._connection.is_open and broker._channel.is_open)

@@ -5,20 +5,17 @@ FEDMQ_TEST_AMQP_URL / FEDMQ_TEST_MANAGEMENT_URL to point elsewhere)."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from common import leases
 from common.amqp import Broker
-from common.errors import FedmqError
+from common.job_removal import remove_job
 from common.topology import Topology
 from fedmq.management import Management
 from tests.integration.broker_setup import SetupFailed, Tools, ensure_broker, ensure_management
-from tests.integration.broker_tools import delete_exchange
 from tests.integration.support import AMQP_URL, MANAGEMENT_URL, Processes
 
 pytestmark = pytest.mark.integration
@@ -49,18 +46,7 @@ def management(amqp_url: str) -> Management:
 
 
 def cleanup_job(amqp_url: str, topology: Topology) -> None:
-    broker = Broker(amqp_url, name="fedmq-test-cleanup")
-    try:
-        with contextlib.suppress(FedmqError):
-            leases.remove(broker, topology)
-        for name in topology.all_queue_names():
-            with contextlib.suppress(FedmqError):
-                broker.delete_queue(name)
-        for exchange in topology.exchanges():
-            with contextlib.suppress(FedmqError):
-                delete_exchange(broker, exchange.name)
-    finally:
-        broker.close()
+    remove_job(amqp_url, topology, name="fedmq-test-cleanup")
 
 
 @pytest.fixture
