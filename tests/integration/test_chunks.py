@@ -91,7 +91,7 @@ def test_a_model_over_the_message_limit_trains_in_chunks_and_forged_chunks_are_r
     tap_updates(broker, topology)
     # Given a coordinator (waiting for two workers) on a broker refusing messages over 1 MiB
     coordinator = procs.start("coordinator", out=out, max_updates=6, concurrency=2,
-                              wait_for_workers=2, chunk_expiry_seconds=3, drain_seconds=2,
+                              wait_for_workers=2, chunk_expiry_seconds=10, drain_seconds=2,
                               **settings)
     broker.close()
     management = Management(node.management_url)
@@ -107,7 +107,7 @@ def test_a_model_over_the_message_limit_trains_in_chunks_and_forged_chunks_are_r
     corrupt[1] = (corrupt[1][0], b"\xff" * len(corrupt[1][1]))
     publish_chunks(node.url, topology, corrupt)
     publish_chunks(node.url, topology, chunked(junk)[:-1])
-    wait_for(lambda: "incomplete: 3 of 4 chunks" in coordinator.log(), 30, "the expiry")
+    wait_for(lambda: "incomplete: 3 of 4 chunks" in coordinator.log(), 60, "the expiry")
     for index in range(2):
         procs.start("worker", shard_index=index, **settings)
 

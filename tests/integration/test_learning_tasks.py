@@ -35,7 +35,8 @@ def run_job(procs: Processes, out: Path, task: str, worker: dict[str, Any] | Non
                     **(worker or {}).get(site, {}))
     job = procs.start("coordinator", task=f"{TASKS}:{task}", strategy="fedbuff",
                       buffer_size=2, concurrency=2, max_updates=10, eval_every=2,
-                      drain_seconds=5, out=out, **SHARED, **coordinator)
+                      drain_seconds=5, out=out, wait_for_workers=2, federated_eval_wait=120,
+                      **SHARED, **coordinator)
     assert procs.wait(job, 420) == 0, procs.logs()
     summary = read_summary(out)
     assert summary["updates_applied"] == 10 and summary["updates_rejected"] == 0, summary

@@ -61,7 +61,8 @@ def test_a_model_by_import_path_trains_on_per_worker_npz_files(
         procs.start("worker", model="site_model:build", data_path=tmp_path / f"site-{site}.npz",
                     worker_id=f"site-{site}")
     coordinator = procs.start("coordinator", model="site_model:build", max_updates=20,
-                              concurrency=2, eval_data_path=tmp_path / "eval.npz", out=out)
+                              concurrency=2, eval_data_path=tmp_path / "eval.npz", out=out,
+                              wait_for_workers=2)
 
     # Then the job completes with both sites contributing and a model that learned
     assert procs.wait(coordinator, 180) == 0, procs.logs()

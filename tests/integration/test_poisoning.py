@@ -11,7 +11,6 @@ dead-lettered with its reason and counted in the summary, the redelivery counted
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,7 +64,6 @@ def steal_tasks(broker: Broker, topology: Topology, count: int) -> list[TrainTas
 def test_forged_updates_are_rejected_and_the_job_ends_at_its_normal_accuracy(
         procs: Processes, broker: Broker, topology: Topology, tmp_path: Path) -> None:
     # Given a plain-mode FedAsync job on digits with 3 workers, its updates tapped
-    started = time.monotonic()
     tap_updates(broker, topology)
     out = tmp_path / "out"
     for index in range(3):
@@ -129,4 +127,3 @@ def test_forged_updates_are_rejected_and_the_job_ends_at_its_normal_accuracy(
         "norm_too_large", "task_already_answered", "task_not_issued_to_worker"}, ledger["rejected"]
     reasons = [str(d.headers.get("x-fedmq-reason")) for d in dead]
     assert any("bound" in r for r in reasons), reasons
-    assert time.monotonic() - started < 170

@@ -151,7 +151,7 @@ def test_attackers_in_a_robust_buffered_run_are_contained_and_nan_is_never_appli
     procs.start("worker", worker_id="nan", shard_index=4, attack="nan", **shards)
     coordinator = procs.start("coordinator", strategy="fedbuff", aggregator="median",
                               buffer_size=5, max_updates=40, concurrency=5, out=out,
-                              eval_every=1, **shards)
+                              eval_every=1, wait_for_workers=5, **shards)
 
     # When the run ends
     assert procs.wait(coordinator, 240) == 0, coordinator.log()

@@ -16,7 +16,7 @@ from tests.integration.support import Processes, wait_for
 
 pytestmark = pytest.mark.integration
 JOB = {"dataset": "digits", "seed": 3, "num_shards": 2, "partition": "iid",
-       "strategy": "fedasync", "max_updates": 60, "concurrency": 2, "drain_seconds": 30}
+       "strategy": "fedasync", "max_updates": 80, "concurrency": 2, "drain_seconds": 30}
 LEASED = re.compile(r"leased shard (\d+)/")
 JOB_IN_USE = 4  # the exit code of a coordinator refused because the job has one already
 
@@ -26,7 +26,7 @@ def test_a_second_coordinator_with_another_out_refuses_and_the_job_goes_on(
         tmp_path: Path, amqp_url: str) -> None:
     # Given a running job: a coordinator and two identical (leasing) workers, updates tapped
     tap_updates(broker, topology)
-    workers = [procs.start("worker", name=f"w{i}", train_delay_seconds=0.3,
+    workers = [procs.start("worker", name=f"w{i}", train_delay_seconds=0.6,
                            **{k: JOB[k] for k in ("dataset", "seed", "num_shards", "partition")})
                for i in range(2)]
     first_out = tmp_path / "first"
