@@ -15,13 +15,10 @@ cluster is deleted at the end.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -118,15 +115,6 @@ class Cluster:
         """The node that leads quorum queue `queue`."""
         return self.node_named(str(self.queue(queue)["leader"]))
 
-    def kill_9(self, node: PrivateNode) -> None:
-        """SIGKILL the node's Erlang VM, as a crashed machine: no goodbye to its peers."""
-        pid = int((node.directory / "pid").read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-            assert time.monotonic() < deadline, f"{node.node} (pid {pid}) survived SIGKILL"
-            time.sleep(0.05)
-
     def restart(self, node: PrivateNode) -> None:
         """Start a stopped or killed node again on its data: it rejoins the cluster."""
         node.run_tool([SERVER, "-detached"])
@@ -156,11 +144,6 @@ class Cluster:
             for node in self.nodes:
                 node.destroy()
                 if node.cgroup is not None:
+                    partition.kill_all(node.cgroup)  # what outlived its VM (its port helpers)
                     partition.remove_cgroup(node.cgroup)
 
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return "Z"

@@ -21,6 +21,7 @@ machines of CI have all three; .ci/run installs iptables).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,6 +54,13 @@ def procs_file(path: Path) -> int:
     to it before it execs (`os.write` only: a forked child of a threaded parent must not take
     Python's locks) and it, and everything it starts, is in the cgroup."""
     return os.open(path / "cgroup.procs", os.O_WRONLY)
+
+
+def kill_all(path: Path) -> None:
+    """SIGKILL every process left in the cgroup (`cgroup.kill`, Linux 5.14 and later; on an
+    older kernel `remove_cgroup` waits for them and warns)."""
+    with contextlib.suppress(OSError):
+        (path / "cgroup.kill").write_text("1")
 
 
 def remove_cgroup(path: Path, timeout: float = 30) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -151,11 +152,35 @@ class PrivateNode:
         self._as_rabbitmq(CTL, "-n", self.node, "start_app")
         self._await_startup()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 120) -> None:
         """Stop the whole node (the Erlang VM); its data stays for a later `start`."""
-        self._as_rabbitmq(CTL, "-n", self.node, "stop")
+        self._as_rabbitmq(CTL, "-n", self.node, "stop", timeout=timeout)
 
-    def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self.stop()
+    def kill_9(self) -> None:
+        """SIGKILL the node's Erlang VM, as a crashed machine: no goodbye to its peers."""
+        pid = int((self.directory / "pid").read_text().strip())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+            assert time.monotonic() < deadline, f"{self.node} (pid {pid}) survived SIGKILL"
+            time.sleep(0.05)
+
+    def destroy(self, stop_timeout: float = 30) -> None:
+        """Stop the node, or SIGKILL its VM if it has not stopped within `stop_timeout` (after a
+        partition `rabbitmqctl stop` hung for 120 s in CI, and left the VM running), and delete
+        its folder."""
+        try:
+            self.stop(timeout=stop_timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            with contextlib.suppress(OSError, ValueError):  # no pid file: it never started
+                self.kill_9()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc ("Z": a zombie, or already gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return "Z"

@@ -156,7 +156,7 @@ def test_a_job_spread_over_three_nodes_loses_nothing_when_the_updates_leader_is_
     at_kill = version(out)
     killed = time.monotonic()
     try:
-        cluster.kill_9(leader)
+        leader.kill_9()
         # Then an update is applied again soon (the roles reconnect to the two survivors)
         wait_for(lambda: version(out) > at_kill, 120, "an update applied after the kill",
                  every=0.05)
