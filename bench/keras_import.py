@@ -1,6 +1,6 @@
 """What importing Keras costs a process, plainly and through `common.models.import_keras` (without
-scikit-learn and matplotlib), side by side in fresh interpreters: peak RSS after building and
-evaluating a small model, and the import's wall time.
+scikit-learn and matplotlib), side by side in fresh interpreters: peak RSS (VmHWM) after building
+and evaluating a small model, and the import's wall time.
 
     python -m bench.keras_import --runs 5 --out docs/results/keras_import.json
 """
@@ -21,7 +21,7 @@ from bench import command
 PLAIN = "import tensorflow, keras"
 LEAN = "from common.models import import_keras\nimport_keras()"
 PROBE = """
-import json, resource, sys, time
+import json, sys, time
 began = time.perf_counter()
 {imports}
 imported = time.perf_counter() - began
@@ -30,7 +30,8 @@ model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="s
 model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
 loaded = sorted(n for n in ("sklearn", "matplotlib") if sys.modules.get(n) is not None)
 scores = model.evaluate(np.ones((8, 4)), np.zeros(8), verbose=0, return_dict=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))  # not ru_maxrss: it keeps the forking parent's
 import sklearn.datasets
 digits = sklearn.datasets.load_digits().data.shape
 print(json.dumps({{"loaded": loaded, "peak": peak, "import_seconds": imported,
