@@ -55,15 +55,18 @@ class LocalEvaluation:
                                     learning_rate=0.1)
         self.lock = threading.Lock()
         self.busy = False  # an evaluation thread is running
-        self.pending: tuple[Broker, EvalRequest] | None = None  # the newest request waiting
+        self.running = -1  # the version it evaluates
+        self.pending: EvalRequest | None = None  # the newest request waiting
+        self.broker: Broker | None = None  # the current connection (set again on a reconnect)
         self.done = 0
-        self.skipped = 0  # requests replaced by a newer one while an evaluation was running
+        self.skipped = 0  # requests not evaluated: a newer (or the same) version ran or waited
 
     def subscribe(self, broker: Broker) -> None:
+        self.broker = broker
         queue = broker.private_queue(self.topology.evaluations)
-        broker.consume(queue, lambda d: self.on_request(broker, d), auto_ack=True)
+        broker.consume(queue, self.on_request, auto_ack=True)
 
-    def on_request(self, broker: Broker, delivery: Delivery) -> None:
+    def on_request(self, delivery: Delivery) -> None:
         try:
             request = self.codec.decode(delivery.body, EvalRequest, self.trusted).message
         except DecodeError as exc:
@@ -73,29 +76,44 @@ class LocalEvaluation:
             return
         with self.lock:
             if self.busy:
-                if self.pending is not None and self.pending[1].version > request.version:
-                    self.skipped += 1  # an older request than the one already waiting
+                waiting = self.pending
+                if request.version <= self.running or (
+                        waiting is not None and request.version <= waiting.version):
+                    self.skipped += 1  # that version, or a newer one, is evaluated already
                     return
-                if self.pending is not None:
+                if waiting is not None:
                     self.skipped += 1  # the one waiting is replaced by this newer one
-                self.pending = (broker, request)
+                self.pending = request
                 return
-            self.busy = True
-        threading.Thread(target=self._run, args=(broker, request), daemon=True).start()
-
-    def _run(self, broker: Broker, request: EvalRequest) -> None:
-        """Evaluation thread: this request, then the one waiting, until none is."""
-        job: tuple[Broker, EvalRequest] | None = (broker, request)
-        while job is not None:
-            if not self.stop.is_set():
-                self._evaluate(*job)
-            with self.lock:
-                job, self.pending = self.pending, None
-                self.busy = job is not None
-
-    def _evaluate(self, broker: Broker, request: EvalRequest) -> None:
-        """Evaluation thread: touches the broker only through call_threadsafe."""
+            self.busy, self.running = True, request.version
         try:
+            threading.Thread(target=self._run, args=(request,), daemon=True).start()
+        except RuntimeError:
+            with self.lock:
+                self.busy = False
+            raise
+
+    def _run(self, request: EvalRequest) -> None:
+        """Evaluation thread: this request, then the one waiting, until none is."""
+        job: EvalRequest | None = request
+        try:
+            while job is not None:
+                if not self.stop.is_set():
+                    self._evaluate(job)
+                with self.lock:
+                    job, self.pending = self.pending, None
+                    if job is not None:
+                        self.running = job.version
+        finally:
+            with self.lock:
+                self.busy, self.pending = False, None
+
+    def _evaluate(self, request: EvalRequest) -> None:
+        """Evaluation thread: touches the broker only through call_threadsafe, on the connection
+        current when it asks (a request kept over a reconnect reports on the new one)."""
+        try:
+            broker = self.broker
+            assert broker is not None, "requests come only once subscribed"
             model = self.models.at_least(broker, request.version, self.stop)
             self.model.set_weights(list(model.weights))
             scores = self.model.evaluate(self.x_val, self.y_val, verbose=0, return_dict=True)
@@ -103,7 +121,9 @@ class LocalEvaluation:
                                 version=model.version, num_examples=len(self.y_val),
                                 metrics={k: float(v) for k, v in scores.items()})
             body = self.codec.encode(report, self.recipients)
-            broker.call_threadsafe(lambda: self._send(broker, body))
+            sender = self.broker
+            assert sender is not None
+            sender.call_threadsafe(lambda: self._send(sender, body))
         except BrokerUnavailable:
             log.info("connection lost during an evaluation; it is not reported")
         except Exception:

@@ -39,10 +39,16 @@ class HeldModels:
 
 
 class Wire:
-    """The broker as the evaluation thread sees it: callbacks run at once, publishes recorded."""
+    """A connection as the evaluation sees it: callbacks run at once, publishes recorded."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+
+    def private_queue(self, exchange: str) -> str:
+        return "q"
+
+    def consume(self, queue: str, handler: Any, auto_ack: bool = False) -> None:
+        self.handler = handler
 
     def call_threadsafe(self, callback: Any) -> None:
         callback()
@@ -68,20 +74,27 @@ def test_requests_during_an_evaluation_wait_in_one_slot_and_the_newest_is_evalua
                                  build, x, y, Topology(job="j"), codec, None, None,
                                  models, threading.Event())  # type: ignore[arg-type]
 
+    evaluation.subscribe(wire)  # type: ignore[arg-type]
+
     def ask(version: int) -> None:
         body = codec.encode(EvalRequest(version=version, sample=1.0))
-        evaluation.on_request(wire, Delivery(body=body, tag=0, queue="q"))  # type: ignore[arg-type]
+        wire.handler(Delivery(body=body, tag=0, queue="q"))
 
     ask(2)
     assert models.started.wait(10)
-    # When versions 4, 3 (older than the one waiting) and 5 are asked for meanwhile
-    for version in (4, 3, 5):
+    # When versions 4, 3 (older than the one waiting), 5 and 2 again are asked for meanwhile,
+    # and the worker reconnects
+    for version in (4, 3, 5, 2):
         ask(version)
+    reconnected = Wire()
+    evaluation.subscribe(reconnected)  # type: ignore[arg-type]
     # Then nothing more has started, and once the model comes, 2 and then 5 are evaluated
+    # (3 and 2 were skipped, 4 was replaced by 5), reporting on the current connection
     assert models.asked == [2]
     models.gate.set()
+    wire = reconnected
     assert sent(wire, 2)
-    assert models.asked == [2, 5] and evaluation.skipped == 2
+    assert models.asked == [2, 5] and evaluation.skipped == 3
     reports = [codec.decode(body, EvalReport).message for body in wire.sent]
     assert [(r.request_version, r.num_examples) for r in reports] == [(2, 4), (5, 4)]
     assert all(set(r.metrics) == {"loss", "mae"} for r in reports)
@@ -89,5 +102,6 @@ def test_requests_during_an_evaluation_wait_in_one_slot_and_the_newest_is_evalua
     deadline = time.monotonic() + 30
     while evaluation.busy and time.monotonic() < deadline:
         time.sleep(0.01)
-    ask(6)
+    reconnected.handler(Delivery(body=codec.encode(EvalRequest(version=6, sample=1.0)),
+                                 tag=0, queue="q"))
     assert sent(wire, 3) and models.asked == [2, 5, 6]
