@@ -16,6 +16,7 @@ latency (an update's confirmed publish to the `version` event of the version tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ import numpy as np
 
 from bench import command, raw_rate, scale_model
 from bench.scale_report import describe, plot, table
+from common.errors import FedmqError
 from common.job_removal import remove_job
 from common.topology import Topology
 from fedmq.management import Management
@@ -161,7 +163,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             fleet.wait()
         for log in logs:
             log.close()
-        remove_job(cell.amqp_url, Topology(job), name="fedmq-bench-cleanup")
+        with contextlib.suppress(FedmqError):  # never hide the run's own error
+            remove_job(cell.amqp_url, Topology(job), name="fedmq-bench-cleanup")
     summary = json.loads((cell.out / "summary.json").read_text()) if code == 0 else {}
     ledger = json.loads((cell.out / "ledger.json").read_text()) if code == 0 else {}
     fleet_report = json.loads(report.read_text()) if report.exists() else {}

@@ -27,6 +27,7 @@ import click
 
 from bench import command
 from common import identity
+from common.errors import FedmqError
 from common.job_removal import remove_job
 from common.topology import Topology
 
@@ -90,7 +91,9 @@ def run_one(mode: str, options: dict[str, Any], keys: Path, out: Path) -> dict[s
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
-        remove_job(options["amqp_url"], Topology(job, secure=True), name="fedmq-bench-cleanup")
+        with contextlib.suppress(FedmqError):  # never hide the run's own error
+            remove_job(options["amqp_url"], Topology(job, secure=True),
+                       name="fedmq-bench-cleanup")
     summary = json.loads((out / "results" / "summary.json").read_text())
     return {"final_accuracy": summary["final_accuracy"],
             "updates_applied": summary["updates_applied"],

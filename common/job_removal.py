@@ -3,7 +3,8 @@ exists (tests and benchmarks share one broker, and every name of a job is its ow
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
+from functools import partial
 
 from common import leases
 from common.amqp import Broker
@@ -11,17 +12,25 @@ from common.errors import FedmqError
 from common.topology import Topology
 
 
-def remove_job(amqp_url: str, topology: Topology, name: str = "fedmq-cleanup") -> None:
-    """Delete everything `topology` names on the broker; what is already gone is skipped."""
+def remove_job(amqp_url: str, topology: Topology, name: str = "fedmq-cleanup") -> list[str]:
+    """Delete everything `topology` names on the broker; a delete that fails (the broker closes
+    the channel then) is skipped on a fresh connection. What could not be deleted, by name."""
+    steps: list[tuple[str, Callable[[Broker], None]]] = [
+        ("shard leases", lambda b: leases.remove(b, topology))]
+    steps += [(queue, partial(Broker.delete_queue, queue=queue))
+              for queue in topology.all_queue_names()]
+    steps += [(exchange.name, partial(Broker.delete_exchange, exchange=exchange.name))
+              for exchange in topology.exchanges()]
+    failed: list[str] = []
     broker = Broker(amqp_url, name=name)
     try:
-        with contextlib.suppress(FedmqError):
-            leases.remove(broker, topology)
-        for queue in topology.all_queue_names():
-            with contextlib.suppress(FedmqError):
-                broker.delete_queue(queue)
-        for exchange in topology.exchanges():
-            with contextlib.suppress(FedmqError):
-                broker.delete_exchange(exchange.name)
+        for what, step in steps:
+            try:
+                step(broker)
+            except FedmqError:
+                failed.append(what)
+                broker.close()
+                broker = Broker(amqp_url, name=name)
     finally:
         broker.close()
+    return failed
