@@ -94,10 +94,12 @@ KERAS_EXTRAS = ("sklearn", "matplotlib")  # Keras loads them only for features f
 
 def import_keras() -> None:
     """Import TensorFlow and Keras without the packages Keras imports only for its scikit-learn
-    wrappers and its plotting utilities, which it guards with `except ImportError`: about 80 MB
-    less resident memory per process (docs/benchmarks.md). Both stay importable afterwards (the
-    built-in data sets load with scikit-learn); only Keras's wrappers and plots are off. Call it
-    first thing in a process that trains or evaluates; a no-op once Keras is imported."""
+    wrappers and its plotting utilities, which it guards with `except ImportError`: 87 MB less
+    resident memory in a process that never loads them itself (docs/benchmarks.md). Both stay
+    importable afterwards (the built-in data sets load with scikit-learn); Keras's wrappers
+    (`keras.wrappers`) and image galleries stay off in that process, so a task must not use
+    them. Call it from the main thread before other threads start (one importing either package
+    meanwhile would fail); a no-op once Keras is imported."""
     if "keras" in sys.modules:
         return
     hidden = [name for name in KERAS_EXTRAS if name not in sys.modules]
