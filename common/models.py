@@ -95,7 +95,8 @@ KERAS_EXTRAS = ("sklearn", "matplotlib")  # Keras loads them only for features f
 def import_keras() -> None:
     """Import TensorFlow and Keras without the packages Keras imports only for its scikit-learn
     wrappers and its plotting utilities, which it guards with `except ImportError`: 87 MB less
-    resident memory in a process that never loads them itself (docs/benchmarks.md). Both stay
+    resident memory in a process that never loads them itself, 26 MB in one that loads a
+    built-in data set (docs/benchmarks.md). Both stay
     importable afterwards (the built-in data sets load with scikit-learn); Keras's wrappers
     (`keras.wrappers`) and image galleries stay off in that process, so a task must not use
     them. Call it from the main thread before other threads start (one importing either package
