@@ -100,13 +100,16 @@ class LocalEvaluation:
             while job is not None:
                 if not self.stop.is_set():
                     self._evaluate(job)
-                with self.lock:
+                with self.lock:  # taking the one waiting and going idle are one step
                     job, self.pending = self.pending, None
-                    if job is not None:
+                    if job is None:
+                        self.busy = False
+                    else:
                         self.running = job.version
-        finally:
+        except BaseException:
             with self.lock:
                 self.busy, self.pending = False, None
+            raise
 
     def _evaluate(self, request: EvalRequest) -> None:
         """Evaluation thread: touches the broker only through call_threadsafe, on the connection
