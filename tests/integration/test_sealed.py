@@ -352,7 +352,8 @@ def test_the_run_still_completes_with_every_rejection_counted(job: SealedJob) ->
 def test_fedmq_run_sealed_makes_keys_and_completes(procs: Processes, tmp_path: Path) -> None:
     # When the local demo runs with --sealed (FEDMQ_SEALED, as the flag sets it)
     out = tmp_path / "out"
-    run = procs.start("run", workers=2, max_updates=10, out=out, sealed=True)
+    run = procs.start("run", workers=2, max_updates=10, out=out, sealed=True,
+                      wait_for_workers=2)  # both in the job: 10 updates can go to the first
     assert procs.wait(run, 180) == 0, run.log()
 
     # Then it made an identity per process, registered the workers, and ran sealed
