@@ -75,7 +75,7 @@ class Crew:
         stop(self.done, self.errors, self.running)
         with contextlib.suppress(FedmqError):
             if self.brokers:
-                self.brokers[0].delete_queue(queue)
+                self.brokers[0].delete(queue)
         for broker in self.brokers:
             with contextlib.suppress(FedmqError):
                 broker.close()

@@ -140,7 +140,7 @@ class Broker:
                 f"`rabbitmqctl delete_queue {queue.name}`), or run the job under another --job")
         log.warning("replacing the empty queue %s, declared with other arguments (%s)",
                     queue.name, detail)
-        self.delete_queue(queue.name)
+        self.delete(queue.name)
         with translated():
             self._channel.queue_declare(queue.name, durable=queue.durable,
                                         arguments=queue.arguments)
@@ -180,13 +180,10 @@ class Broker:
             result = self._channel.queue_purge(queue)
         return int(result.method.message_count)
 
-    def delete_queue(self, queue: str) -> None:
+    def delete(self, name: str, kind: str = "queue") -> None:
+        """Delete a queue (or exchange); one that does not exist is not an error."""
         with translated():
-            self._channel.queue_delete(queue)
-
-    def delete_exchange(self, exchange: str) -> None:
-        with translated():
-            self._channel.exchange_delete(exchange)
+            (self._channel.queue_delete if kind == "queue" else self._channel.exchange_delete)(name)
 
     # ------------------------------------------------------------ publish
 

@@ -17,9 +17,8 @@ def remove_job(amqp_url: str, topology: Topology, name: str = "fedmq-cleanup") -
     the channel then) is skipped on a fresh connection. What could not be deleted, by name."""
     steps: list[tuple[str, Callable[[Broker], None]]] = [
         ("shard leases", lambda b: leases.remove(b, topology))]
-    steps += [(queue, partial(Broker.delete_queue, queue=queue))
-              for queue in topology.all_queue_names()]
-    steps += [(exchange.name, partial(Broker.delete_exchange, exchange=exchange.name))
+    steps += [(queue, partial(Broker.delete, name=queue)) for queue in topology.all_queue_names()]
+    steps += [(exchange.name, partial(Broker.delete, name=exchange.name, kind="exchange"))
               for exchange in topology.exchanges()]
     failed: list[str] = []
     broker = Broker(amqp_url, name=name)

@@ -39,7 +39,7 @@ def remove(broker: Broker, topology: Topology) -> None:
     """Delete every shard queue of the job (revoking the leases held on them)."""
     index = 0
     while broker.exists(topology.shard(index)):
-        broker.delete_queue(topology.shard(index))
+        broker.delete(topology.shard(index))
         index += 1
 
 

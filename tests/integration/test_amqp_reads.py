@@ -45,7 +45,7 @@ def test_a_large_body_arrives_in_frame_sized_socket_reads(
         broker.ack(delivery)
     finally:
         monkeypatch.undo()
-        broker.delete_queue(queue)
+        broker.delete(queue)
         broker.close()
     assert sum(reads) >= len(body)
     assert len(reads) < 200, f"{len(reads)} socket reads for a 2 MiB body"

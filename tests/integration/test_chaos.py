@@ -68,7 +68,7 @@ def drop_tap(amqp_url: str, topology: Topology) -> Iterator[None]:
     yield
     broker = Broker(amqp_url, name="fedmq-test-cleanup")
     with contextlib.suppress(FedmqError):
-        broker.delete_queue(tap_name(topology))
+        broker.delete(tap_name(topology))
     broker.close()
 
 

@@ -66,7 +66,7 @@ def job(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Topology, Processes]
     with contextlib.suppress(FedmqError):
         broker = Broker(cluster.url_list(), name="fedmq-test-cleanup")
         for queue in [*topology.all_queue_names(), f"{topology.updates}.audit-tap"]:
-            broker.delete_queue(queue)
+            broker.delete(queue)
         broker.close()
 
 

@@ -90,7 +90,7 @@ def test_a_sealed_job_evaluates_on_the_sites_with_sealed_reports(
                           target_metric="auc", learning_rate=0.5)
         reports = [d.body for d in drain(tap, tapped)]
     finally:
-        tap.delete_queue(tapped)
+        tap.delete(tapped)
         tap.close()
     # Then both sites evaluated the final version
     assert summary["federated"]["workers"] == 2, summary["federated"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_an_old_model_requests_queue_with_requests_in_it_is_replaced(
         broker: Broker, topology: Topology, management: Management) -> None:
     # Given the job's model-requests queue as an older fedmq declared it, holding two requests
-    broker.delete_queue(topology.model_requests)
+    broker.delete(topology.model_requests)
     declare_queue(broker, topology.model_requests, durable=True)
     for _ in range(2):
         broker.publish("", topology.model_requests, b"an old request")
@@ -32,7 +32,7 @@ def test_an_old_model_requests_queue_with_requests_in_it_is_replaced(
 def test_an_old_tasks_queue_holding_work_is_refused_with_what_to_do(
         broker: Broker, topology: Topology) -> None:
     # Given the job's tasks queue as an older fedmq declared it, holding a task
-    broker.delete_queue(topology.tasks)
+    broker.delete(topology.tasks)
     declare_queue(broker, topology.tasks, durable=True)
     broker.publish("", topology.tasks, b"an old task")
     # When the coordinator declares its topology, then it refuses and says what to do

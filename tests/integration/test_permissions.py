@@ -106,7 +106,7 @@ def test_the_worker_cannot_reach_other_queues_or_change_the_topology(
             lambda b: b.consume(TOPOLOGY.model_requests, lambda d: None),
         "listen to the events": lambda b: b.private_queue(TOPOLOGY.events),
         "declare the topology": lambda b: b.declare(TOPOLOGY),
-        "delete the tasks queue": lambda b: b.delete_queue(TOPOLOGY.tasks),
+        "delete the tasks queue": lambda b: b.delete(TOPOLOGY.tasks),
     }
     all_refused(worker, attempts)
 
@@ -186,6 +186,6 @@ def test_the_helper_is_refused_everything_else(
         "read the answers": lambda b: b.consume(SECURE.helper_answers, lambda d: None),
         "listen to the model": lambda b: b.private_queue(SECURE.model),
         "declare the topology": lambda b: b.declare(SECURE),
-        "delete its requests queue": lambda b: b.delete_queue(SECURE.helper_requests),
+        "delete its requests queue": lambda b: b.delete(SECURE.helper_requests),
     }
     all_refused(helper, attempts)

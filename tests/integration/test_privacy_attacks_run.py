@@ -58,7 +58,7 @@ def test_a_dp_run_reports_epsilon_per_version_and_stops_at_the_budget(
     fresh = Broker(AMQP_URL, name="fedmq-test-tap")  # the fixture's connection may idle out
     try:
         sent_updates = tapped_updates(fresh, topology)
-        fresh.delete_queue(tap_name(topology))
+        fresh.delete(tap_name(topology))
     finally:
         fresh.close()
     first = [u for u in sent_updates.values() if u.base_version == 0]

@@ -162,7 +162,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SealedJob]:
         with contextlib.suppress(Exception):
             tap.close()
         with contextlib.suppress(Exception):
-            broker.delete_queue(tap_queue)
+            broker.delete(tap_queue)
         with contextlib.suppress(Exception):
             broker.close()
         cleanup_job(AMQP_URL, topology)

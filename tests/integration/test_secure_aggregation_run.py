@@ -69,7 +69,7 @@ def cleanup(topology: Topology) -> None:
     broker = Broker(AMQP_URL, name="fedmq-test-cleanup")
     try:
         with contextlib.suppress(FedmqError):
-            broker.delete_queue(tap_name(topology))
+            broker.delete(tap_name(topology))
     finally:
         broker.close()
 

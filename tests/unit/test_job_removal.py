@@ -28,13 +28,7 @@ class Refusing:
     def exists(self, name: str, kind: str = "queue") -> bool:
         return False  # no shard leases
 
-    def delete_queue(self, queue: str) -> None:
-        self._delete(queue)
-
-    def delete_exchange(self, exchange: str) -> None:
-        self._delete(exchange)
-
-    def _delete(self, name: str) -> None:
+    def delete(self, name: str, kind: str = "queue") -> None:
         if not self.open:
             raise BrokerUnavailable("channel closed")
         if name == REFUSED:
