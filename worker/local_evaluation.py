@@ -54,8 +54,7 @@ class LocalEvaluation:
         learning_task.compile_model(self.model, task or LearningTask(build_model=build),
                                     learning_rate=0.1)
         self.lock = threading.Lock()
-        self.busy = False  # an evaluation thread is running
-        self.running = -1  # the version it evaluates
+        self.running: int | None = None  # the version the evaluation thread evaluates, if any
         self.pending: EvalRequest | None = None  # the newest request waiting
         self.broker: Broker | None = None  # the current connection (set again on a reconnect)
         self.done = 0
@@ -75,7 +74,7 @@ class LocalEvaluation:
         if not sampled(self.worker_id, request.version, request.sample):
             return
         with self.lock:
-            if self.busy:
+            if self.running is not None:
                 waiting = self.pending
                 if request.version <= self.running or (
                         waiting is not None and request.version <= waiting.version):
@@ -85,13 +84,18 @@ class LocalEvaluation:
                     self.skipped += 1  # the one waiting is replaced by this newer one
                 self.pending = request
                 return
-            self.busy, self.running = True, request.version
+            self.running = request.version
         try:
             threading.Thread(target=self._run, args=(request,), daemon=True).start()
         except RuntimeError:
             with self.lock:
-                self.busy = False
+                self.running = None
             raise
+
+    @property
+    def busy(self) -> bool:
+        """An evaluation thread is running."""
+        return self.running is not None
 
     def _run(self, request: EvalRequest) -> None:
         """Evaluation thread: this request, then the one waiting, until none is."""
@@ -102,13 +106,10 @@ class LocalEvaluation:
                     self._evaluate(job)
                 with self.lock:  # taking the one waiting and going idle are one step
                     job, self.pending = self.pending, None
-                    if job is None:
-                        self.busy = False
-                    else:
-                        self.running = job.version
+                    self.running = None if job is None else job.version
         except BaseException:
             with self.lock:
-                self.busy, self.pending = False, None
+                self.running, self.pending = None, None
             raise
 
     def _evaluate(self, request: EvalRequest) -> None:
