@@ -61,7 +61,19 @@ def add_scaled(current: Sequence[np.ndarray], delta: Sequence[np.ndarray],
 
 def all_finite(arrays: Sequence[np.ndarray]) -> bool:
     """True when no array holds NaN or Inf."""
-    return all(bool(np.isfinite(a).all()) for a in arrays)
+    return all(finite(a) for a in arrays)
+
+
+def finite(array: np.ndarray) -> bool:
+    """True when `array` holds no NaN or Inf. NaN and Inf carry through a sum (Inf - Inf is
+    NaN), so a finite sum proves every value finite in one pass with no temporary array; only
+    a sum that is not finite (a NaN, an Inf, or finite values whose sum overflows) takes the
+    elementwise check. Integer and boolean arrays are always finite."""
+    if array.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(array, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(array).all())
 
 
 def flatten(arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.arrays import finite
 from common.compression import Compressed, Compression, decompress
 from common.errors import RejectedUpdate
 from common.messages import WeightUpdate
@@ -21,7 +22,7 @@ def check_arrays(weights: Sequence[np.ndarray], template: Sequence[np.ndarray]) 
             raise RejectedUpdate("shape_mismatch", f"array {i} is {w.shape}, model has {t.shape}")
         if w.dtype != t.dtype:
             raise RejectedUpdate("dtype_mismatch", f"array {i} is {w.dtype}, model has {t.dtype}")
-        if not np.isfinite(w).all():
+        if not finite(w):
             raise RejectedUpdate("non_finite", f"NaN or Inf values in array {i}")
 
 

@@ -54,3 +54,20 @@ def test_flatten_and_unflatten_are_inverse_and_finiteness_is_checked() -> None:
     assert [(b.shape, b.dtype) for b in back] == [(a.shape, a.dtype) for a in like]
     assert all(np.array_equal(b, a) for b, a in zip(back, like, strict=True))
     assert arrays.all_finite(like) and not arrays.all_finite(vec(1.0, float("nan")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(st.sampled_from([np.float16, np.float32, np.float64, np.complex64, np.int32]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7)))
+def test_the_one_pass_finiteness_check_agrees_with_numpy_elementwise(array: np.ndarray) -> None:
+    # Given any array (hypothesis draws NaN, Inf and values near the dtype's maximum, whose sum
+    # overflows although each is finite), when checked in one pass, then the answer is numpy's
+    expected = True if array.dtype.kind == "i" else bool(np.isfinite(array).all())
+    assert arrays.finite(array) is expected
+
+
+def test_finite_values_whose_sum_overflows_are_still_finite() -> None:
+    largest = np.finfo(np.float32).max
+    assert arrays.finite(np.array([largest, largest], np.float32))
+    assert not arrays.finite(np.array([largest, np.inf, -np.inf], np.float32))
+    assert not arrays.all_finite([np.zeros(3, np.float32), np.array([np.nan], np.float32)])
