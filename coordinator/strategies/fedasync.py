@@ -16,6 +16,7 @@ from coordinator.strategies.base import Contribution, as_model
 from coordinator.strategies.staleness import StalenessFn
 
 BLOCK = 1 << 20  # elements mixed at a time into an update's own memory
+SMALL_BLOCK = 1 << 15  # elements mixed at a time into a new array (128 KiB of float32)
 
 
 def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float) -> Arrays:
@@ -28,8 +29,11 @@ def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float)
     model then costs no memory beyond the update's (a 1 GB model: docs/benchmarks.md)."""
     mixed = []
     for c, n in zip(current, new, strict=True):
-        out = spare(n) if np.result_type(c, n, weight) == c.dtype == n.dtype else None
-        if out is None:
+        same = np.result_type(c, n, weight) == c.dtype == n.dtype
+        out = spare(n) if same else None
+        if out is None and same:
+            out = _blocked(c, n, weight)
+        elif out is None:
             out = np.multiply(c, 1.0 - weight)
             out += np.multiply(n, weight).astype(out.dtype, copy=False)
         else:  # the same two products and sum (in the other order: the same bits)
@@ -40,6 +44,23 @@ def mix(current: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float)
                 flat[block] += np.multiply(current_flat[block], 1.0 - weight)
         mixed.append(out.astype(c.dtype, copy=False))
     return mixed
+
+
+def _blocked(current: np.ndarray, new: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * current + weight * new into a new array, the same operations as the whole
+    layers' (bit for bit) but a cache-sized block at a time, through one small temporary
+    instead of two layer-sized ones: a fresh layer-sized array costs a page fault per page
+    (the step was 12 % of the coordinator's loop at 4 MB in `fedmq bench scale`)."""
+    out = np.empty(current.shape, current.dtype)
+    flat, current_flat, new_flat = out.reshape(-1), current.reshape(-1), new.reshape(-1)
+    scratch = np.empty(min(SMALL_BLOCK, flat.size), out.dtype)
+    for start in range(0, flat.size, SMALL_BLOCK):
+        block = slice(start, start + SMALL_BLOCK)
+        product = scratch[:flat[block].size]
+        np.multiply(current_flat[block], 1.0 - weight, out=flat[block])
+        np.multiply(new_flat[block], weight, out=product)
+        flat[block] += product
+    return out
 
 
 def spare(array: np.ndarray) -> np.ndarray | None:

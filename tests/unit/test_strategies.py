@@ -20,6 +20,7 @@ from coordinator.strategies import (
     staleness_hinge,
     staleness_polynomial,
 )
+from coordinator.strategies.fedasync import SMALL_BLOCK, mix
 
 KINDS = ["constant", "polynomial", "hinge"]
 
@@ -100,6 +101,25 @@ def test_fedasync_step_mixes_every_layer_with_the_same_weight() -> None:
     result = fedasync_step(current, new, 0.25, 10, staleness_constant)
     # Then each layer is 0.75 * current + 0.25 * new
     assert_layers_equal(result, [np.array([[1, 3], [6, 8]], np.float32), vec(2)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, SMALL_BLOCK - 1, 2 * SMALL_BLOCK + 7])
+def test_mixing_block_by_block_gives_the_whole_layer_formula_bit_for_bit(
+        dtype: type, size: int) -> None:
+    # Given layers of any size against the block (one element, under one block, over two)
+    rng = np.random.default_rng(size)
+    current = [rng.standard_normal(size).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)]
+    new = [rng.standard_normal(size).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)]
+    # When mixed
+    result = mix(current, new, 0.37)
+    # Then every bit is that of (1 - w) * current + w * new over whole layers, in new arrays
+    for got, c, n in zip(result, current, new, strict=True):
+        expected = np.multiply(c, 1.0 - 0.37)
+        expected += np.multiply(n, 0.37)
+        assert got.dtype == dtype and got.shape == c.shape
+        assert got.tobytes() == expected.tobytes()
+        assert not np.shares_memory(got, c) and not np.shares_memory(got, n)
 
 
 def test_fedasync_step_with_hinge_staleness_by_hand() -> None:
