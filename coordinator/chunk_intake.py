@@ -2,7 +2,8 @@
 complete and verified; refused chunks and expired transfers become rejections with a reason.
 
 The coordinator's choice for large updates (see coordinator/spool.py): chunks are acked as soon
-as they are on disk, never held, so the updates consumer's prefetch (at most 16) cannot fill up with
+as they are on disk (the spool writes them on a thread of its own: `ack_written` acks those
+written), never held longer, so the updates consumer's prefetch (at most 16) cannot fill up with
 partial transfers; only the delivery that completes a transfer goes through the commit protocol
 like a whole update (acked after the checkpoint that holds what it changed).
 """
@@ -10,7 +11,9 @@ like a whole update (acked after the checkpoint that holds what it changed).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from common import chunks
@@ -36,6 +39,8 @@ class ChunkIntake:
                            checkpointed=checkpointed)
         self.on_body = on_body
         self.on_refused = on_refused
+        # chunk deliveries (without their bodies) waiting for the write numbered with them
+        self.held: deque[tuple[int, Delivery]] = deque()
         self.recovered: list[tuple[str, bytearray]] | None = None
 
     def start_fresh(self) -> None:
@@ -63,8 +68,21 @@ class ChunkIntake:
         if added.status == "complete" and added.body is not None:
             self.on_body(broker, delivery, added.body)  # acks the delivery after the checkpoint
             self.spool.handled(added.transfer_id)
-        else:
-            broker.ack(delivery)  # on disk (or a duplicate): safe to ack now
+        else:  # acked once its chunk (or, for a duplicate, every chunk before it) is on disk
+            self.held.append((self.spool.store.submitted, replace(delivery, body=b"")))
+        self.ack_written(broker)
+
+    def ack_written(self, broker: Broker) -> None:
+        """Ack the chunks the spool's writer has put on disk since the last call."""
+        written = self.spool.store.written()
+        while self.held and self.held[0][0] <= written:
+            broker.ack(self.held.popleft()[1])
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """A new connection: `wake` ends its wait once a chunk is written (from the writer's
+        thread); the chunks the lost one held are redelivered by the broker."""
+        self.spool.store.on_written = wake
+        self.held.clear()
 
     def expire(self, broker: Broker) -> None:
         for exc in self.spool.reassembler.expire():

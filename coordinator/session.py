@@ -154,6 +154,7 @@ class Coordinator:
         self.commit.forget_acks()
         broker = self.connector.connect()
         self.commit.wake = self.scoring.background.wake = broker.wake  # from their threads
+        self.receiver.intake.attach(broker.wake)
         try:
             if not self.job_lock.take(broker, self.stop):  # before touching anything of the job
                 return
@@ -208,6 +209,7 @@ class Coordinator:
     def _pump(self, broker: Broker, seconds: float) -> None:
         """One turn of the loop: serve the connection, give up on overdue tasks, commit."""
         broker.process(seconds)
+        self.receiver.intake.ack_written(broker)
         self.job_lock.check()
         self.housekeeping.touch_dead_letters(broker)
         late = self.core.expire(self.settings.task_deadline)

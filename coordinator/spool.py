@@ -21,6 +21,9 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from common.chunks import TRANSFER_ID, ChunkError, ChunkHeader, Reassembler
@@ -29,16 +32,47 @@ log = logging.getLogger("fedmq.coordinator")
 
 
 class DiskStore:
-    """Chunks as files under `root`, one directory per transfer (its header in meta.json)."""
+    """Chunks as files under `root`, one directory per transfer (its header in meta.json).
+
+    `put` hands the write to the store's own thread and returns: the loop goes on receiving
+    while a chunk goes to disk (writing and fsyncing each 4 MiB chunk on the loop was a quarter
+    of the coordinator's loop at 40 MB in `fedmq bench scale`). Puts are written in order;
+    `written()` counts those on disk, so a chunk's delivery is acked only once its put is
+    counted. Every other method waits for the writes in flight first, so files are only ever
+    touched by one thread at a time; all but `put`'s writing run on the loop's thread.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.submitted = 0  # puts handed to the writer
+        self.on_written: Callable[[], None] = lambda: None  # from the writer (thread-safe)
+        self._done = 0  # puts written and fsynced (in order: one writer thread)
+        self._writes: deque[Future[None]] = deque()
+        self._writer: ThreadPoolExecutor | None = None
 
     def _dir(self, transfer_id: str) -> Path:
         assert TRANSFER_ID.match(transfer_id), "transfer ids are checked by chunks.parse"
         return self.root / transfer_id
 
     def put(self, header: ChunkHeader, data: bytes) -> None:
+        """Write the chunk on the store's thread; it is durable once `written()` counts it."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedmq-spool")
+        write = self._writer.submit(self._put, header, data)
+        write.add_done_callback(lambda _: self.on_written())
+        self._writes.append(write)
+        self.submitted += 1
+
+    def written(self, wait: bool = False) -> int:
+        """How many puts are on disk (all of them with `wait`); raises a write's error (a full
+        disk, say) as the write itself would have."""
+        while self._writes and (wait or self._writes[0].done()):
+            self._writes[0].result()
+            self._writes.popleft()
+            self._done += 1
+        return self._done
+
+    def _put(self, header: ChunkHeader, data: bytes) -> None:
         directory = self._dir(header.transfer_id)
         if not directory.exists():
             directory.mkdir(parents=True)
@@ -48,10 +82,12 @@ class DiskStore:
         _sync_dir(directory)
 
     def get(self, transfer_id: str, index: int) -> bytes | None:
+        self.written(wait=True)
         path = self._dir(transfer_id) / f"{index}.chunk"
         return path.read_bytes() if path.exists() else None
 
     def join(self, header: ChunkHeader) -> bytearray:
+        self.written(wait=True)
         body = bytearray(header.total)
         view, offset = memoryview(body), 0
         for index in range(header.count):
@@ -65,10 +101,12 @@ class DiskStore:
         return body
 
     def drop(self, transfer_id: str) -> None:
+        self.written(wait=True)
         shutil.rmtree(self._dir(transfer_id), ignore_errors=True)
 
     def tombstone(self, transfer_id: str) -> None:
         """Keep only a marker that the transfer is finished (its chunks are deleted)."""
+        self.written(wait=True)
         directory = self._dir(transfer_id)
         if directory.exists():
             _write(directory / "done", b"")
@@ -76,11 +114,13 @@ class DiskStore:
                 path.unlink()
 
     def clear(self) -> None:
+        self.written(wait=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def found(self) -> list[tuple[ChunkHeader, dict[int, int] | None]]:
         """Every spooled transfer: its header and the sizes of the chunks held, by index (None
         for a finished transfer's tombstone)."""
+        self.written(wait=True)
         transfers: list[tuple[ChunkHeader, dict[int, int] | None]] = []
         for directory in sorted(self.root.glob("*")) if self.root.exists() else []:
             meta = directory / "meta.json"

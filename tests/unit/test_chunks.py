@@ -153,6 +153,7 @@ def test_the_spool_survives_a_crash_mid_transfer(tmp_path: Path) -> None:
     first = spool(tmp_path)
     for header, data in parts[:6]:
         first.reassembler.add(header, data)
+    first.store.written(wait=True)  # (on disk: their deliveries were acked)
     # When a new process recovers it and the unacked chunks are redelivered (one twice)
     second = spool(tmp_path)
     assert second.recover() == []
@@ -167,6 +168,7 @@ def test_a_complete_spooled_transfer_is_handed_out_once_then_tombstoned(tmp_path
     for header, data in parts:
         added = first.reassembler.add(header, data)
     first.handled(added.transfer_id)  # judged, but the process died before its checkpoint
+    first.store.written(wait=True)
     second = spool(tmp_path)
     [(transfer_id, body)] = second.recover()
     assert body == BODY
