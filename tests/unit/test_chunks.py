@@ -174,6 +174,7 @@ def test_a_complete_spooled_transfer_is_handed_out_once_then_tombstoned(tmp_path
     assert body == BODY
     second.handled(transfer_id)
     second.saved()  # checkpoint written: chunks go, a tombstone stays for the last ack
+    second.store.written(wait=True)
     third = spool(tmp_path)
     assert third.recover() == []
     assert third.reassembler.add(*parts[-1]).status == "duplicate"
